@@ -1,0 +1,257 @@
+"""The EpiGRAF generator: StyleGAN2 mapping + synthesis to a tri-plane, a small MLP decoder, and volume
+rendering of a full image or only the rays inside a patch (Skorokhodov et al. 2022, Sec. 3.1). No 2D
+upsampler: every pixel is rendered.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from gan3d.config import CameraConfig, GeneratorConfig
+from gan3d.nn.layers import FullyConnected, ModulatedConv, normalize_2nd_moment, upsample2d, fir_filter
+from gan3d.render import cameras, rays, triplane, volume
+
+
+class Patch(NamedTuple):
+    """Patch parameters per sample: scales [B, 2] and offsets [B, 2] (EpiGRAF eq. 1)."""
+    scales: torch.Tensor
+    offsets: torch.Tensor
+
+    def as_vector(self) -> torch.Tensor:  # [B, 3] = (s, o_x, o_y): what D is conditioned on
+        return torch.cat([self.scales[:, :1], self.offsets], dim=1)
+
+
+class MappingNetwork(nn.Module):
+    """z (+ class / camera condition) -> w, with w_avg tracking for truncation (StyleGAN2)."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2,
+                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, c_dim, w_dim, num_ws, w_avg_beta
+        self.embed = FullyConnected(c_dim, w_dim) if c_dim > 0 else None
+        dims = [z_dim + (w_dim if c_dim > 0 else 0)] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(FullyConnected(i, o, activation="lrelu", lr_multiplier=lr_multiplier)
+                                    for i, o in zip(dims[:-1], dims[1:]))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1.0,
+                update_w_avg: bool = False) -> torch.Tensor:  # -> [B, num_ws, w_dim]
+        x = normalize_2nd_moment(z)
+        if self.embed is not None:
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
+        for layer in self.layers:
+            x = layer(x)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation_psi != 1:
+            x = self.w_avg.lerp(x, truncation_psi)
+        return x[:, None].repeat(1, self.num_ws, 1)
+
+
+class SynthesisLayer(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: int = 1):
+        super().__init__()
+        self.resolution = resolution
+        self.conv = ModulatedConv(in_ch, out_ch, w_dim, 3, up=up)
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        x = self.conv(x, w)
+        if noise_mode == "random":
+            x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
+        elif noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        return x
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the StyleGAN2 'skip' synthesis network; ToRGB outputs tri-plane channels."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, out_channels: int):
+        super().__init__()
+        self.resolution = resolution
+        if in_ch == 0:
+            self.const = nn.Parameter(torch.randn(out_ch, resolution, resolution))
+            self.conv0 = None
+        else:
+            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, resolution, up=2)
+        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, resolution)
+        self.torgb = ModulatedConv(out_ch, out_channels, w_dim, 1, activation="linear", demodulate=False, conv_clamp=256)
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+        self.num_ws = 2 if in_ch == 0 else 3  # conv(s) + torgb; torgb shares the next block's first w
+
+    def forward(self, x, img, ws: torch.Tensor, noise_mode: str):
+        i = 0
+        if self.conv0 is None:
+            x = self.const[None].repeat(ws.shape[0], 1, 1, 1)
+        else:
+            x = self.conv0(x, ws[:, i], noise_mode)
+            i += 1
+        x = self.conv1(x, ws[:, i], noise_mode)
+        y = self.torgb(x, ws[:, i + 1])
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+
+class TriplaneSynthesis(nn.Module):
+    """ws -> tri-plane [B, 3, C, T, T] via StyleGAN2 blocks from 4x4 to T."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.plane_channels = cfg.triplane_channels
+        res_log2 = int(np.log2(cfg.triplane_resolution))
+        self.resolutions = [2 ** i for i in range(2, res_log2 + 1)]
+        ch = {r: min(cfg.channel_base // r, cfg.channel_max) for r in self.resolutions}
+        self.blocks = nn.ModuleList()
+        for r in self.resolutions:
+            self.blocks.append(SynthesisBlock(0 if r == 4 else ch[r // 2], ch[r], cfg.w_dim, r, 3 * cfg.triplane_channels))
+        # each block consumes its convs' ws; the torgb w is shared with the next block's first conv (StyleGAN2)
+        self.num_ws = sum(1 if r == 4 else 2 for r in self.resolutions) + 1
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        x = img = None
+        w_idx = 0
+        for block in self.blocks:
+            n = 1 if block.conv0 is None else 2
+            x, img = block(x, img, ws[:, w_idx: w_idx + n + 1], noise_mode)
+            w_idx += n
+        B, _, T, _ = img.shape
+        return img.reshape(B, 3, self.plane_channels, T, T)  # [B, 3, C, T, T]
+
+
+class TriplaneDecoder(nn.Module):
+    """Tri-plane features -> (rgb in [0, 1], raw density): 2-layer MLP, 64 hidden, leaky ReLU (EpiGRAF)."""
+
+    def __init__(self, in_dim: int, hidden: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1)
+        self.hidden = nn.ModuleList(FullyConnected(i, o, activation="lrelu") for i, o in zip(dims[:-1], dims[1:]))
+        self.out = FullyConnected(dims[-1], 4)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [..., C] -> [..., 3], [..., 1]
+        x = feats
+        for layer in self.hidden:
+            x = layer(x)
+        x = self.out(x)
+        rgb = torch.sigmoid(x[..., :3]) * (1 + 2 * 0.001) - 0.001  # EG3D: lets colours reach 0 and 1
+        return rgb, x[..., 3:]
+
+
+class SphereBackground(nn.Module):
+    """NeRF++-style background: a small INR on inverted-sphere coordinates (x/r, y/r, z/r, 1/r), conditioned on w."""
+
+    def __init__(self, w_dim: int, num_layers: int, hidden: int, num_samples: int):
+        super().__init__()
+        self.num_samples = num_samples
+        self.w_proj = FullyConnected(w_dim, hidden)
+        dims = [4 + hidden] + [hidden] * num_layers
+        self.layers = nn.ModuleList(FullyConnected(i, o, activation="lrelu") for i, o in zip(dims[:-1], dims[1:]))
+        self.out = FullyConnected(hidden, 4)
+
+    def forward(self, origins: torch.Tensor, dirs: torch.Tensor, w: torch.Tensor, ray_end: float) -> torch.Tensor:
+        """origins, dirs [B, R, 3], w [B, w_dim] -> background rgb [B, R, 3] in [0, 1]."""
+        B, R, _ = dirs.shape
+        inv_r = torch.linspace(1.0 / ray_end, 0.02, self.num_samples, device=dirs.device)  # near -> far, [S]
+        radius = 1.0 / inv_r
+        # ray/sphere intersection: |o + t d| = radius, far root
+        od = (origins * dirs).sum(-1, keepdim=True)  # [B, R, 1]
+        disc = (od.square() - origins.square().sum(-1, keepdim=True) + radius.square()).clamp(min=0)  # [B, R, S]
+        t = -od + disc.sqrt()  # [B, R, S]
+        pts = origins[:, :, None] + t[..., None] * dirs[:, :, None]  # [B, R, S, 3]
+        inp = torch.cat([pts * inv_r[:, None], inv_r.expand(B, R, -1)[..., None]], -1)  # [B, R, S, 4]
+        code = self.w_proj(w)[:, None, None].expand(B, R, self.num_samples, -1)
+        x = torch.cat([inp, code], -1)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.out(x)
+        out = volume.integrate(torch.sigmoid(x[..., :3]), x[..., 3:], t)
+        return out["rgb"]
+
+
+class TriplaneGenerator(nn.Module):
+    def __init__(self, cfg: GeneratorConfig, camera: CameraConfig, img_resolution: int, c_dim: int = 0):
+        super().__init__()
+        self.cfg, self.camera, self.img_resolution, self.c_dim = cfg, camera, img_resolution, c_dim
+        self.synthesis = TriplaneSynthesis(cfg)
+        cond_dim = c_dim + (3 if cfg.camera_cond else 0)
+        self.mapping = MappingNetwork(cfg.z_dim, cond_dim, cfg.w_dim, self.synthesis.num_ws, cfg.mapping_layers)
+        self.decoder = TriplaneDecoder(cfg.triplane_channels, cfg.mlp_hidden, cfg.mlp_layers)
+        self.background = (SphereBackground(cfg.w_dim, cfg.bg.num_layers, cfg.bg.hidden_dim, cfg.bg.num_samples)
+                           if cfg.bg.enabled else None)
+
+    # ----------------------------------------------------------------------------------- latent -> planes
+    def map(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, cond_angles: Optional[torch.Tensor] = None,
+            truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        parts = []
+        if self.c_dim:
+            parts.append(c)
+        if self.cfg.camera_cond:
+            parts.append(cond_angles)
+        cond = torch.cat(parts, dim=1) if parts else None
+        return self.mapping(z, cond, truncation_psi, update_w_avg)
+
+    # ----------------------------------------------------------------------------------- planes -> pixels
+    def _render_rays(self, planes, ws, origins, dirs, density_noise: float) -> dict[str, torch.Tensor]:
+        """Coarse + importance samples for R rays: origins, dirs [B, R, 3] -> rgb [B, R, 3], depth, opacity."""
+        r, cam = self.cfg.render, self.camera
+        B, R, _ = dirs.shape
+        perturb = self.training
+
+        def evaluate(depths):  # [B, R, S] -> rgb [B, R, S, 3], sigma [B, R, S, 1]
+            S = depths.shape[-1]
+            pts = origins[:, :, None] + depths[..., None] * dirs[:, :, None]  # [B, R, S, 3]
+            feats = triplane.sample_triplane(planes, pts.reshape(B, R * S, 3) / r.cube_scale)  # [B, R*S, C]
+            rgb, sigma = self.decoder(feats)
+            return rgb.reshape(B, R, S, 3), sigma.reshape(B, R, S, 1)
+
+        z = rays.stratified_depths((B, R), r.num_coarse, cam.ray_start, cam.ray_end, perturb, device=dirs.device)
+        rgb, sigma = evaluate(z)
+        if r.num_fine > 0:
+            with torch.no_grad():
+                coarse = volume.integrate(rgb, sigma, z, density_noise)
+            z_fine = rays.importance_depths(z, coarse["weights"], r.num_fine, deterministic=not perturb)
+            rgb_f, sigma_f = evaluate(z_fine)
+            z, order = torch.sort(torch.cat([z, z_fine], -1), dim=-1)  # [B, R, S+Sf]
+            rgb = torch.gather(torch.cat([rgb, rgb_f], -2), -2, order[..., None].expand(-1, -1, -1, 3))
+            sigma = torch.gather(torch.cat([sigma, sigma_f], -2), -2, order[..., None])
+        out = volume.integrate(rgb, sigma, z, density_noise)
+        if self.background is not None:
+            bg = self.background(origins, dirs, ws[:, -1], cam.ray_end)
+            out["rgb"] = out["rgb"] + (1 - out["opacity"]) * bg
+        elif r.white_back:
+            out["rgb"] = out["rgb"] + (1 - out["opacity"])
+        return out
+
+    def render(self, planes: torch.Tensor, ws: torch.Tensor, angles: torch.Tensor, resolution: Optional[int] = None,
+               patch: Optional[Patch] = None, density_noise: float = 0.0) -> dict[str, torch.Tensor]:
+        """Render tri-planes from cameras `angles` [B, 3]: image [B, 3, H, W] in [-1, 1], depth [B, 1, H, W].
+
+        With `patch`, only the rays of that patch are cast (resolution = the patch's pixel count per side).
+        Rays are rendered in chunks of max_batch_res**2 to bound memory at full resolution.
+        """
+        B = angles.shape[0]
+        res = resolution or self.img_resolution
+        dirs_cam = rays.ray_directions(res, self.camera.fov, patch.scales if patch else None,
+                                       patch.offsets if patch else None, batch=B, device=angles.device)  # [B, R, 3]
+        c2w = cameras.cam2world_matrix(angles, self.camera.radius)  # [B, 4, 4]
+        origins, dirs = rays.world_rays(c2w, dirs_cam)
+        chunk = self.cfg.render.max_batch_res ** 2
+        outs = [self._render_rays(planes, ws, origins[:, i:i + chunk], dirs[:, i:i + chunk], density_noise)
+                for i in range(0, dirs.shape[1], chunk)]
+        rgb = torch.cat([o["rgb"] for o in outs], 1)  # [B, R, 3]
+        depth = torch.cat([o["depth"] for o in outs], 1)  # [B, R, 1]
+        image = (rgb * 2 - 1).transpose(1, 2).reshape(B, 3, res, res)
+        return {"image": image, "depth": depth.transpose(1, 2).reshape(B, 1, res, res)}
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], angles: torch.Tensor, patch: Optional[Patch] = None,
+                resolution: Optional[int] = None, truncation_psi: float = 1.0, noise_mode: str = "const",
+                density_noise: float = 0.0, cond_angles: Optional[torch.Tensor] = None,
+                update_w_avg: bool = False) -> torch.Tensor:
+        """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res] in [-1, 1]."""
+        ws = self.map(z, c, angles if cond_angles is None else cond_angles, truncation_psi, update_w_avg)
+        planes = self.synthesis(ws, noise_mode)
+        return self.render(planes, ws, angles, resolution, patch, density_noise)["image"]

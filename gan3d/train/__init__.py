@@ -1,0 +1,1 @@
+"""Training: patch sampling and schedules, losses, augmentation, GAN phases, the per-worker loop, checkpoints."""
