@@ -95,5 +95,6 @@ def sample_camera_angles(n: int, cfg: CameraConfig, generator: Optional[torch.Ge
         yp = torch.stack([yaw, torch.acos(cos.clamp(-1, 1))], dim=-1)
     else:
         raise ValueError(f"unknown camera dist {dist!r}")
+    yp[:, 0] = torch.remainder(yp[:, 0] + math.pi, 2 * math.pi) - math.pi  # yaw wrapped to [-pi, pi)
     yp[:, 1] = yp[:, 1].clamp(_EPS, math.pi - _EPS)
     return torch.cat([yp, torch.zeros(n, 1, device=device)], dim=-1)  # roll 0

@@ -1,0 +1,33 @@
+"""gan3d: EpiGRAF-style 3D-aware GANs (patch-wise tri-plane generator, scale-aware patch discriminator,
+annealed Beta patch scales), trained on Ray Train and tracked in W&B.
+
+    import gan3d
+    cfg = gan3d.load_config("experiments/smoke.yaml", ["training.gamma=0.1"])
+    result = gan3d.train(cfg)            # -> RunResult(run_dir, kimg, best_metric, best_checkpoint, ...)
+    G = gan3d.load_generator(result.best_checkpoint)
+"""
+from gan3d.config import ExperimentConfig, load_config
+from gan3d.errors import CheckpointError, ConfigError, DatasetError, Gan3dError
+
+__version__ = "0.1.0"
+
+
+def train(cfg, **kwargs):
+    """Train one run on Ray Train; see gan3d.orchestrate.launch.train."""
+    from gan3d.orchestrate.launch import train as _train
+    return _train(cfg, **kwargs)
+
+
+def load_generator(checkpoint, device="cpu", ema: bool = True):
+    """G_ema (or G) from a checkpoint directory, in eval mode."""
+    from gan3d.nn import build_generator
+    from gan3d.train.checkpoint import load_modules, read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    G = build_generator(ckpt.cfg)
+    load_modules(ckpt, {"G_ema" if ema else "G": G})
+    return G.eval().requires_grad_(False).to(device)
+
+
+__all__ = ["ExperimentConfig", "load_config", "train", "load_generator", "Gan3dError", "ConfigError",
+           "DatasetError", "CheckpointError"]

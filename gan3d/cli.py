@@ -1,0 +1,157 @@
+"""The `gan3d` command: a thin argparse front end over the Python API. Every user error is one line
+("gan3d: error: ...") and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from gan3d.errors import Gan3dError
+
+NOT_YET = {
+    "sweep": "Ray Tune sweeps arrive with issue 5 (sweeps on Ray Tune)",
+    "eval": "evaluation of checkpoints arrives with issue 6 (evaluation, rendering and reports)",
+    "render": "rendering grids, videos and meshes arrives with issue 6",
+    "report": "comparison reports arrive with issue 6",
+    "submit": "Ray Jobs submission arrives with issue 7 (cluster)",
+    "bench": "the benchmark arrives with issue 8 (performance)",
+}
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment YAML, e.g. experiments/smoke.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. training.gamma=0.1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan3d", description="EpiGRAF-style 3D-aware GANs on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one run (embedded local Ray, or a cluster with --address)")
+    _experiment_args(p)
+    p.add_argument("--workers", type=int, help="Ray Train workers (default: run.workers)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU, gloo)")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--out", help="output root; the run dir is OUT/NAME (default: run.out)")
+    p.add_argument("--name", help="run name (default: the experiment file's stem)")
+
+    p = sub.add_parser("describe", help="print the resolved config and model sizes")
+    _experiment_args(p)
+
+    p = sub.add_parser("dataset", help="make, convert and validate datasets")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("synthetic", help="render a procedural multi-view dataset (zip or folder)")
+    q.add_argument("out", help="OUT.zip or a directory")
+    q.add_argument("--n", type=int, default=1000, help="number of images")
+    q.add_argument("--resolution", type=int, default=64)
+    q.add_argument("--kind", default="primitives")
+    q.add_argument("--experiment", help="take the camera distribution from this experiment (default: smoke's)")
+    q.add_argument("--seed", type=int, default=0)
+    q = dsub.add_parser("convert", help="zip/folder -> Parquet shards")
+    q.add_argument("src")
+    q.add_argument("dst")
+    q.add_argument("--resolution", type=int, help="resize to this square size")
+    q.add_argument("--shard-size", type=int, default=1000, help="images per Parquet file")
+    q.add_argument("--poses", default="", help="'eg3d': read 25-number EG3D camera labels from dataset.json")
+    q.add_argument("--resize-filter", default="lanczos", help="lanczos | bicubic | bilinear | box")
+    q = dsub.add_parser("validate", help="check a dataset and report every problem; exit 0 only if usable")
+    q.add_argument("path")
+    q.add_argument("--require-poses", action="store_true", help="every image must have a camera pose")
+    q.add_argument("--png", help="write the camera distribution plot here (default: PATH-cameras.png)")
+
+    p = sub.add_parser("download-inception", help="fetch the standard FID Inception weights (needs internet)")
+    p.add_argument("--dest", help="file to write (default: ~/.cache/gan3d/)")
+
+    for cmd, why in NOT_YET.items():
+        q = sub.add_parser(cmd, help=f"(not yet: {why})")
+        q.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _train(args) -> int:
+    from gan3d.config import load_config
+    from gan3d.orchestrate.launch import train
+
+    cfg = load_config(args.experiment, args.overrides)
+    res = train(cfg, workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
+                out=args.out, name=args.name)
+    best = f"{res.metric} {res.best_metric:.3f}" if res.best_metric is not None else "no metric"
+    print(f"gan3d: run {res.run_dir} at kimg {res.kimg:.3f} ({res.stop_reason}); best {best}; "
+          f"best checkpoint {res.best_checkpoint}")
+    if res.stop_reason == "user":
+        print("gan3d: stopped on request; checkpoint written, rerun the same command to resume", file=sys.stderr)
+        return 130
+    if res.stop_reason == "diverged":
+        print("gan3d: stopped because training diverged (training.stop_on_divergence)", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _describe(args) -> int:
+    from gan3d import config as config_mod
+    from gan3d.nn import build_discriminator, build_generator, count_parameters
+
+    cfg = config_mod.load_config(args.experiment, args.overrides)
+    print(config_mod.to_yaml(cfg))
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    g = cfg.model.generator
+    print(f"generator:     {count_parameters(G):>12,} parameters (mapping {count_parameters(G.mapping):,}, "
+          f"synthesis {count_parameters(G.synthesis):,}, decoder {count_parameters(G.decoder):,}); "
+          f"tri-plane 3 x {g.triplane_channels} x {g.triplane_resolution}^2")
+    print(f"discriminator: {count_parameters(D):>12,} parameters; {D.num_extra} extra start blocks at "
+          f"{cfg.training.patch.resolution}px patches of {cfg.dataset.resolution}px images")
+    return 0
+
+
+def _dataset(args) -> int:
+    if args.dataset_command == "synthetic":
+        from gan3d.config import load_config
+        from gan3d.data.synthetic import make_synthetic, smoke_camera
+
+        camera = load_config(args.experiment).dataset.camera if args.experiment else smoke_camera()
+        out = make_synthetic(args.out, args.n, args.resolution, camera, args.kind, args.seed)
+        print(f"gan3d: wrote {args.n} images of {args.kind} scenes at {args.resolution}px to {out}")
+        return 0
+    if args.dataset_command == "convert":
+        from gan3d.data.convert import convert
+
+        meta = convert(args.src, args.dst, args.resolution, args.shard_size, args.poses, args.resize_filter)
+        for line in meta.pop("report", []):
+            print(line)
+        print(f"gan3d: wrote {meta['num_images']} images ({meta['resolution']}px) to {args.dst}")
+        return 0
+    from gan3d.data.validate import validate
+
+    png = args.png or f"{str(args.path).rstrip('/')}-cameras.png"
+    rep = validate(args.path, need_poses=args.require_poses, png=png)
+    for line in rep.lines():
+        print(line)
+    print(f"camera plot: {png}")
+    return 0 if rep.ok else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "describe":
+            return _describe(args)
+        if args.command == "dataset":
+            return _dataset(args)
+        if args.command == "download-inception":
+            from gan3d.metrics.inception import download_weights
+            print(f"gan3d: wrote {download_weights(args.dest)}")
+            return 0
+        print(f"gan3d {args.command}: not yet: {NOT_YET[args.command]}", file=sys.stderr)
+        return 2
+    except Gan3dError as e:
+        print(f"gan3d: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gan3d: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

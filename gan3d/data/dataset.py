@@ -1,0 +1,148 @@
+"""Datasets the training loop reads: zip / folder archives (map-style) and Parquet shards (streaming),
+each worker reading a disjoint shard by rank, reshuffled every epoch with the run seed.
+
+Items are (image uint8 [3, H, W], camera angles float32 [3], label int64). Mirroring doubles the set
+with x-flipped images whose yaw is reflected about the dataset's centre yaw (and roll negated).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from gan3d.data.archive import Archive, check_references, decode_image, image_header, parse_metadata
+from gan3d.errors import DatasetError
+
+
+def mirror_angles(angles: np.ndarray, yaw_center: float) -> np.ndarray:
+    """x-flip of the image = reflection of the world through the plane of the centre view:
+    yaw -> 2 * centre - yaw (wrapped to [-pi, pi]), roll -> -roll, pitch unchanged."""
+    out = np.array(angles, dtype=np.float32, copy=True)
+    out[..., 0] = (2 * yaw_center - out[..., 0] + math.pi) % (2 * math.pi) - math.pi
+    out[..., 2] = -out[..., 2]
+    return out
+
+
+def yaw_center_of(angles: Optional[np.ndarray]) -> float:
+    """The dataset's centre yaw: the circular mean of its yaws snapped to a multiple of pi/2
+    (GRAM-style poses centre on pi/2 in this convention, some tools on 0)."""
+    if angles is None or len(angles) == 0:
+        return math.pi / 2
+    mean = math.atan2(np.sin(angles[:, 0]).mean(), np.cos(angles[:, 0]).mean())
+    return round(mean / (math.pi / 2)) * (math.pi / 2)
+
+
+def epoch_order(num_units: int, epoch: int, seed: int, rank: int, world: int) -> np.ndarray:
+    """This rank's units for an epoch: a seeded permutation split [rank::world] (disjoint, covering)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(num_units)
+    return perm[rank::world]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A zip or folder of square images of one size, with optional dataset.json poses and labels."""
+
+    def __init__(self, path: str | Path, resolution: Optional[int] = None, mirror: bool = False,
+                 use_labels: bool = False, need_poses: bool = False, max_size: int = 0):
+        self.archive = Archive(path)
+        names = self.archive.image_names()
+        if not names:
+            raise DatasetError(f"{self.archive.path}: no images found (expected PNG/JPEG/WebP files, any nesting)")
+        others = self.archive.other_names()
+        if others:
+            raise DatasetError(f"{self.archive.describe(others[0])}: not an image; the dataset holds only "
+                               f"PNG/JPEG/WebP files and dataset.json ({len(others)} other file(s))")
+        if max_size:
+            names = names[:max_size]
+        self.names = names
+        w, h, _ = image_header(self.archive.read(names[0]), self.archive.describe(names[0]))
+        self.resolution = w
+        for n in names:  # headers only: cheap even for large sets; decoding errors surface per item
+            wi, hi, _ = image_header(self.archive.read(n), self.archive.describe(n))
+            if wi != hi:
+                raise DatasetError(f"{self.archive.describe(n)}: image is {wi}x{hi}; images must be square")
+            if wi != self.resolution:
+                raise DatasetError(f"{self.archive.describe(n)}: image is {wi}x{hi} but {names[0]} is "
+                                   f"{self.resolution}x{self.resolution}; all images must have one size")
+        if resolution is not None and resolution != self.resolution:
+            raise DatasetError(f"{self.archive.path}: images are {self.resolution}x{self.resolution} but "
+                               f"dataset.resolution is {resolution}; resize with `gan3d dataset convert "
+                               f"--resolution {resolution}` or set dataset.resolution={self.resolution}")
+        meta = parse_metadata(self.archive)
+        check_references(self.archive, meta, names, need_poses)
+        self.meta = meta
+        self.angles = (np.array([meta.angles.get(n, [0.0, 0.0, 0.0]) for n in names], dtype=np.float32)
+                       if meta.angles else None)
+        self.labels = np.array([meta.labels.get(n, 0) for n in names], dtype=np.int64)
+        if use_labels and not meta.labels:
+            raise DatasetError(f"{self.archive.path}: dataset.use_labels is set but dataset.json has no 'labels'")
+        self.mirror = mirror
+        self.yaw_center = float(meta.extra.get("yaw_center", yaw_center_of(self.angles)))
+
+    @property
+    def has_poses(self) -> bool:
+        return self.angles is not None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def __len__(self) -> int:
+        return len(self.names) * (2 if self.mirror else 1)
+
+    def __getitem__(self, idx: int):
+        i, flip = idx % len(self.names), idx >= len(self.names)
+        name = self.names[i]
+        img = decode_image(self.archive.read(name), self.archive.describe(name))
+        if img.shape[1:] != (self.resolution, self.resolution):
+            raise DatasetError(f"{self.archive.describe(name)}: decoded size {img.shape[1:]} differs from the header")
+        angles = self.angles[i] if self.angles is not None else np.zeros(3, np.float32)
+        if flip:
+            img = np.ascontiguousarray(img[:, :, ::-1])
+            angles = mirror_angles(angles, self.yaw_center)
+        return torch.from_numpy(img), torch.from_numpy(np.asarray(angles, np.float32)), int(self.labels[i])
+
+    def all_angles(self) -> Optional[np.ndarray]:
+        if self.angles is None:
+            return None
+        return np.concatenate([self.angles, mirror_angles(self.angles, self.yaw_center)]) if self.mirror else self.angles
+
+
+class ShardedSampler(torch.utils.data.Sampler):
+    """Infinite index stream for one rank: every epoch a new seeded permutation, this rank's slice of it."""
+
+    def __init__(self, num_items: int, rank: int, world: int, seed: int, start_epoch: int = 0):
+        self.num_items, self.rank, self.world, self.seed, self.epoch = num_items, rank, world, seed, start_epoch
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            yield from epoch_order(self.num_items, self.epoch, self.seed, self.rank, self.world).tolist()
+            self.epoch += 1
+
+
+def open_dataset(path: str, resolution: Optional[int] = None, mirror: bool = False, use_labels: bool = False,
+                 need_poses: bool = False, max_size: int = 0):
+    """A zip / folder -> ImageDataset; a Parquet dir or URI -> ParquetDataset."""
+    from gan3d.data.parquet import ParquetDataset, is_parquet
+
+    if is_parquet(path):
+        return ParquetDataset(path, resolution=resolution, mirror=mirror, use_labels=use_labels,
+                              need_poses=need_poses)
+    return ImageDataset(path, resolution, mirror, use_labels, need_poses, max_size)
+
+
+def real_batches(dataset, batch: int, rank: int, world: int, seed: int, num_workers: int = 1,
+                 start_epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless (images uint8 [B, 3, H, W], angles [B, 3], labels [B]) batches of this rank's shard."""
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset.set_shard(rank, world, seed, start_epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=num_workers,
+                                             persistent_workers=num_workers > 0)
+    else:
+        sampler = ShardedSampler(len(dataset), rank, world, seed, start_epoch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=num_workers,
+                                             persistent_workers=num_workers > 0, drop_last=True)
+    while True:
+        yield from loader

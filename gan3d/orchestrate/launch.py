@@ -1,0 +1,210 @@
+"""One training run on Ray Train: `gan3d.train(cfg, ...)` and `gan3d train`.
+
+Everything that can be wrong with the config or the dataset is checked here, on the driver, before Ray
+starts. The run directory is {run.out}/{run.name}: Ray Train's checkpoints and snapshot live there
+beside metrics.parquet, samples/ and wandb/, so rerunning the same command resumes the run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from gan3d import config as config_mod
+from gan3d.config import ExperimentConfig
+from gan3d.errors import ConfigError
+from gan3d.train.session import STOP_ACTOR_PREFIX
+
+NAMESPACE = "gan3d"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    kimg: float
+    stop_reason: str  # done | user | diverged
+    metric: Optional[str]  # the ranking metric (fid2k_full or swd)
+    best_metric: Optional[float]
+    best_checkpoint: Optional[Path]
+    latest_checkpoint: Optional[Path]
+    metrics: dict
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The function Ray Train runs on every worker."""
+    from gan3d.train.loop import training_loop
+    from gan3d.train.session import RaySession
+
+    cfg = config_mod.from_dict(config["cfg"])
+    training_loop(cfg, config["run_dir"], RaySession(config["run_name"]), config["dataset"], config["run_id"])
+
+
+def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
+    """The dataset path, after checking it opens; the synthetic default is made (or reused) in the run dir."""
+    from gan3d.data import make_synthetic, open_dataset
+    from gan3d.train.loop import needs_poses
+
+    d = cfg.dataset
+    if not d.path:
+        path = run_dir / f"synthetic_{d.synthetic_kind}_{d.resolution}px_{d.synthetic_size}.zip"
+        if not path.exists():
+            make_synthetic(path, d.synthetic_size, d.resolution, d.camera, d.synthetic_kind, seed=cfg.training.seed)
+    else:
+        path = d.path if "://" in d.path else Path(d.path).expanduser().resolve()
+    open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)  # fail fast
+    return str(path)
+
+
+def check_batch(cfg: ExperimentConfig, workers: int) -> None:
+    t = cfg.training
+    if t.batch % workers:
+        raise ConfigError(f"key 'training.batch' = {t.batch} is not allowed: expected a multiple of the "
+                          f"number of workers ({workers})")
+    per_worker = t.batch // workers
+    if t.batch_gpu and (per_worker % t.batch_gpu or t.batch_gpu > per_worker):
+        raise ConfigError(f"key 'training.batch_gpu' = {t.batch_gpu} is not allowed: expected a divisor of the "
+                          f"per-worker batch {per_worker} (training.batch / workers)")
+
+
+def _ensure_ray(address: Optional[str]) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True)
+
+
+def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker: Optional[float] = None,
+          address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None) -> RunResult:
+    """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster)."""
+    overrides = []
+    if workers is not None:
+        overrides.append(f"run.workers={workers}")
+    if gpus_per_worker is not None:
+        overrides.append(f"run.gpus_per_worker={gpus_per_worker}")
+    if out is not None:
+        overrides.append(f"run.out={out}")
+    if name is not None:
+        overrides.append(f"run.name={name}")
+    cfg = config_mod.replace(cfg, overrides) if overrides else cfg
+    if not cfg.run.name:
+        cfg = config_mod.replace(cfg, ["run.name=run"])
+    check_batch(cfg, cfg.run.workers)
+    out_dir = Path(cfg.run.storage_path or cfg.run.out).expanduser().resolve()
+    run_dir = out_dir / cfg.run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = prepare_dataset(cfg, run_dir)
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from gan3d.metrics import main_metric
+    from gan3d.metrics.inception import weights_path
+    from gan3d.track.wandb_run import resolve_mode
+
+    _ensure_ray(address)
+    metric = main_metric(cfg.metrics.metrics, weights_path(cfg.metrics.inception_weights) is not None)
+    stop_flag = _stop_flag(cfg.run.name)
+    env = {"WANDB_MODE": resolve_mode(cfg.logging), "PYTHONUNBUFFERED": "1"}
+    for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_API_KEY", "WANDB_DIR"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    gpus = cfg.run.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": config_mod.to_dict(cfg), "run_dir": str(run_dir), "dataset": dataset,
+                           "run_name": cfg.run.name, "run_id": _run_id(run_dir)},
+        scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=gpus > 0,
+                                     resources_per_worker={"CPU": cfg.run.cpus_per_worker,
+                                                           **({"GPU": gpus} if gpus > 0 else {})}),
+        run_config=RunConfig(
+            name=cfg.run.name, storage_path=str(out_dir),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep,
+                                               checkpoint_score_attribute=metric,
+                                               checkpoint_score_order="min" if metric else "max"),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            worker_runtime_env={"env_vars": env}),
+    )
+    previous = _install_stop_handlers(stop_flag)
+    try:
+        result = trainer.fit()
+    finally:
+        _restore_handlers(previous)
+        ray.kill(stop_flag)
+    return _run_result(result, run_dir, metric)
+
+
+def _run_id(run_dir: Path) -> str:
+    """A stable W&B id per run dir, so a resumed run logs into the same W&B run."""
+    import hashlib
+    return f"{run_dir.name[:40]}-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
+
+
+def _stop_flag(run_name: str):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class StopFlag:
+        def __init__(self):
+            self.value = False
+
+        def set(self):
+            self.value = True
+
+        def is_set(self) -> bool:
+            return self.value
+
+    name = STOP_ACTOR_PREFIX + run_name
+    try:
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE))  # a leftover from an interrupted driver
+    except ValueError:
+        pass
+    return StopFlag.options(name=name, namespace=NAMESPACE).remote()
+
+
+def _install_stop_handlers(stop_flag):
+    """First Ctrl-C / SIGTERM: the workers finish the step, checkpoint and stop. A second one aborts."""
+    state = {"count": 0}
+
+    def handler(signum, frame):
+        state["count"] += 1
+        if state["count"] > 1:
+            raise KeyboardInterrupt
+        print("gan3d: stopping after the current step and writing a checkpoint (again to abort)", flush=True)
+        stop_flag.set.remote()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. inside a Tune trainable)
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    for sig, h in previous.items():
+        signal.signal(sig, h)
+
+
+def _run_result(result, run_dir: Path, metric: Optional[str]) -> RunResult:
+    from gan3d.train.checkpoint import read_checkpoint
+
+    latest = Path(result.checkpoint.path) if result.checkpoint is not None else None
+    best = best_value = None
+    for ckpt, m in result.best_checkpoints or []:
+        if metric and m.get(metric) is not None and (best_value is None or m[metric] < best_value):
+            best, best_value = Path(ckpt.path), float(m[metric])
+    metrics = dict(result.metrics or {})
+    if not metrics and latest is not None:  # a rerun of a finished run reports nothing new
+        ck = read_checkpoint(latest)
+        metrics = {"kimg": ck.counters.kimg, "stop_reason": "done", **ck.metrics}
+    if best is None and latest is not None:
+        best = latest
+        best_value = metrics.get(metric) if metric else None
+    return RunResult(run_dir=run_dir, kimg=float(metrics.get("kimg", 0.0)),
+                     stop_reason=str(metrics.get("stop_reason", "")), metric=metric, best_metric=best_value,
+                     best_checkpoint=best, latest_checkpoint=latest, metrics=metrics)

@@ -1,0 +1,78 @@
+"""W&B on rank 0 with plain `wandb.init` (Ray's setup_wandb gives every V2 rank a live run: RAY_NOTES.md).
+
+Offline unless the user configured W&B online (WANDB_MODE, WANDB_API_KEY or a netrc entry), since no
+network at run time is the normal case. kimg is the x axis of every metric (define_metric).
+"""
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Optional
+
+from gan3d.config import ExperimentConfig, LoggingConfig
+
+
+def resolve_mode(cfg: LoggingConfig) -> str:
+    if not cfg.wandb:
+        return "disabled"
+    if cfg.wandb_mode:
+        return cfg.wandb_mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+class WandbRun:
+    """A thin holder of the rank-0 run; every method is a no-op when W&B is disabled."""
+
+    def __init__(self, cfg: ExperimentConfig, cfg_dict: dict, run_dir: Path, run_id: str, mode: str):
+        self.run = None
+        if mode == "disabled":
+            return
+        import wandb
+
+        lg = cfg.logging
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(project=lg.project, entity=lg.entity or None, group=lg.group or None,
+                              tags=list(lg.tags) or None, name=cfg.run.name or None, id=run_id, resume="allow",
+                              dir=str(run_dir), mode=mode, config={**cfg_dict, "run_dir": str(run_dir)})
+        self.run.define_metric("kimg")
+        self.run.define_metric("*", step_metric="kimg")
+
+    def log(self, data: dict) -> None:
+        if self.run is not None:
+            self.run.log(data)
+
+    def image(self, key: str, path: Path, caption: str = "") -> None:
+        if self.run is not None:
+            import wandb
+            self.run.log({key: wandb.Image(str(path), caption=caption)}, commit=False)
+
+    def video(self, key: str, path: Path, fps: int) -> None:
+        if self.run is not None:
+            import wandb
+            self.run.log({key: wandb.Video(str(path), fps=fps, format=Path(path).suffix[1:])}, commit=False)
+
+    def alert(self, title: str, text: str) -> None:
+        if self.run is not None:
+            try:
+                self.run.alert(title=title, text=text)
+            except Exception:  # offline runs cannot page anyone; the warning line is printed anyway
+                pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
+
+    @property
+    def dir(self) -> Optional[str]:
+        return self.run.dir if self.run is not None else None

@@ -1,0 +1,117 @@
+"""Checkpoints: one directory holding tensors (state.pt, loaded with weights_only=True: no code is ever
+unpickled), the resolved config (config.yaml) and the counters (meta.json).
+
+A checkpoint holds G, D, G_ema, both optimizers, the augmentation p, counters and RNG states, so that
+resuming continues at the same kimg with the same schedules.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from gan3d import config as config_mod
+from gan3d.config import ExperimentConfig
+from gan3d.errors import CheckpointError
+
+STATE, CONFIG, META = "state.pt", "config.yaml", "meta.json"
+FORMAT = "gan3d-checkpoint-v1"
+
+
+@dataclass
+class Counters:
+    cur_nimg: int = 0
+    step: int = 0
+    tick: int = 0
+    epoch: int = 0  # data epochs consumed (approximate: for reshuffling after a resume)
+
+    @property
+    def kimg(self) -> float:
+        return self.cur_nimg / 1000
+
+
+def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict[str, torch.nn.Module],
+                     optimizers: dict[str, torch.optim.Optimizer], counters: Counters, rng_state: dict[str, Any],
+                     metrics: dict[str, float]) -> Path:
+    """Write into `directory` via a temporary sibling and a rename, so a crash never leaves half a checkpoint."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    state = {f"model/{k}": m.state_dict() for k, m in modules.items()}
+    state.update({f"optim/{k}": o.state_dict() for k, o in optimizers.items()})
+    state["rng"] = rng_state
+    torch.save(state, tmp / STATE)
+    (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
+    meta = {"format": FORMAT, "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
+            "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics}
+    (tmp / META).write_text(json.dumps(meta, indent=1))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    cfg: ExperimentConfig
+    state: dict
+    counters: Counters
+    metrics: dict
+
+
+def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    path = Path(path)
+    if path.is_file() and path.name == STATE:
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if not (path / META).is_file() or not (path / STATE).is_file():
+        raise CheckpointError(f"{path}: not a gan3d checkpoint (expected {STATE}, {CONFIG} and {META} in a directory)")
+    try:
+        meta = json.loads((path / META).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path / META}: not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path / META}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path / STATE}: cannot be loaded as tensors ({type(e).__name__}: {e})") from None
+    cfg = config_mod.load_config(path / CONFIG)
+    counters = Counters(meta["cur_nimg"], meta["step"], meta["tick"], meta.get("epoch", 0))
+    return LoadedCheckpoint(path, cfg, state, counters, meta.get("metrics", {}))
+
+
+def load_modules(ckpt: LoadedCheckpoint, modules: dict[str, torch.nn.Module],
+                 optimizers: Optional[dict[str, torch.optim.Optimizer]] = None) -> None:
+    """Copy weights (and optimizer states, when given) into live modules; names the part that does not fit."""
+    for k, m in modules.items():
+        key = f"model/{k}"
+        if key not in ckpt.state:
+            raise CheckpointError(f"{ckpt.path}: no '{k}' in this checkpoint")
+        try:
+            m.load_state_dict(ckpt.state[key])
+        except RuntimeError as e:
+            raise CheckpointError(f"{ckpt.path}: '{k}' does not fit the configured model "
+                                  f"({str(e).splitlines()[0]}); were model settings overridden?") from None
+    for k, o in (optimizers or {}).items():
+        o.load_state_dict(ckpt.state[f"optim/{k}"])
+
+
+def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "gen": torch_gen.get_state(),
+            "numpy": json.dumps(np_rng.bit_generator.state)}
+
+
+def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    torch_gen.set_state(state["gen"])
+    np_rng.bit_generator.state = json.loads(state["numpy"])

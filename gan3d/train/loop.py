@@ -1,0 +1,251 @@
+"""The per-worker training loop: one function split by one-line section comments (after NVlabs EDM2).
+Resume = rerun: the loop starts from the session's latest checkpoint when there is one."""
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from gan3d import config as config_mod
+from gan3d.config import ExperimentConfig
+from gan3d.data.dataset import open_dataset, real_batches
+from gan3d.metrics import evaluate, main_metric
+from gan3d.metrics.inception import weights_path
+from gan3d.nn import build_discriminator, build_generator
+from gan3d.train import schedules
+from gan3d.train.augment import AugmentPipe
+from gan3d.train.checkpoint import (Counters, capture_rng, load_modules, read_checkpoint, restore_rng,
+                                    write_checkpoint)
+from gan3d.train.health import HealthMonitor
+from gan3d.train.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
+from gan3d.train.session import checkpoint_tmpdir
+from gan3d.track import media
+from gan3d.track.store import MetricsStore
+from gan3d.track.wandb_run import WandbRun, resolve_mode
+
+
+def needs_poses(cfg: ExperimentConfig) -> bool:
+    return (cfg.dataset.camera.dist == "dataset" or cfg.model.generator.camera_cond
+            or cfg.model.discriminator.camera_cond)
+
+
+def _crossed(prev_nimg: int, cur_nimg: int, interval_kimg: float) -> bool:
+    step = interval_kimg * 1000
+    return math.floor(cur_nimg / step) > math.floor(prev_nimg / step)
+
+
+def _all_mean(values: dict[str, float], world: int) -> dict[str, float]:
+    """Mean of per-rank scalars (keys in sorted order on every rank)."""
+    if world == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / world for k, v in zip(keys, t)}
+
+
+def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str) -> dict:
+    """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row."""
+    # Setup.
+    run_dir = Path(run_dir)
+    t = cfg.training
+    rank, world, device = session.rank, session.world, session.device
+    torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
+    batch_per_worker = t.batch // world
+    batch_gpu = t.batch_gpu or batch_per_worker
+    num_accum = max(1, batch_per_worker // batch_gpu)
+    c_dim = cfg.dataset.c_dim if cfg.dataset.use_labels else 0
+
+    # Data.
+    dataset = open_dataset(dataset_path, cfg.dataset.resolution, cfg.dataset.mirror, cfg.dataset.use_labels,
+                           needs_poses(cfg), cfg.dataset.max_size)
+    angles_pool = torch.as_tensor(dataset.all_angles()) if hasattr(dataset, "all_angles") and dataset.has_poses else None
+
+    # Networks: identical initial weights on every rank (same seed), then rank-specific randomness.
+    torch.manual_seed(t.seed)
+    G = build_generator(cfg).to(device).train().requires_grad_(False)
+    D = build_discriminator(cfg).to(device).train().requires_grad_(False)
+    G_ema = copy.deepcopy(G).eval()
+    augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
+    optimizers = make_optimizers(cfg, G, D)
+    modules = {"G": G, "D": D, "G_ema": G_ema, "augment": augment}
+
+    # Resume: the session's latest checkpoint wins; training.resume starts from a given one.
+    counters = Counters()
+    np_rng = np.random.default_rng([t.seed, rank])
+    torch_gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
+    latest = session.load_latest()
+    if latest is not None:
+        load_modules(latest, modules, optimizers)
+        counters = latest.counters
+        np_rng = np.random.default_rng([t.seed, rank, counters.step])
+        torch_gen.manual_seed(t.seed * 1000 + rank + 7919 * counters.step)
+        if rank == 0 and world == latest.cfg.run.workers:
+            restore_rng(latest.state["rng"], np_rng, torch_gen)
+    elif t.resume:
+        start = read_checkpoint(t.resume)
+        if t.resume_only_G:  # fine-tuning: a fresh D, optimizers and counters
+            load_modules(start, {"G": G, "G_ema": G_ema})
+        else:
+            load_modules(start, modules, optimizers)
+            counters = start.counters
+    parts = GanParts(cfg, G, D, augment, np_rng, torch_gen)
+    phases = make_phases(t)
+
+    # Logging (rank 0 only).
+    cfg_dict = config_mod.to_dict(cfg)
+    metric_names = list(cfg.metrics.metrics)
+    main = main_metric(metric_names, weights_path(cfg.metrics.inception_weights) is not None)
+    store = wandb = bar = None
+    if rank == 0:
+        store = MetricsStore(run_dir, resume_kimg=counters.kimg)
+        wandb = WandbRun(cfg, cfg_dict, run_dir, run_id, resolve_mode(cfg.logging))
+        bar = session.progress(int(t.kimg * 1000), counters.cur_nimg)
+        grid_gen = torch.Generator().manual_seed(123)
+        grid_z = torch.randn(cfg.logging.grid_size, G.cfg.z_dim, generator=grid_gen).to(device)
+        grid_c = (torch.nn.functional.one_hot(torch.arange(cfg.logging.grid_size) % c_dim, c_dim).float().to(device)
+                  if c_dim else None)
+        cam = cfg.dataset.camera
+        grid_angles = media.orbit_angles(cfg.logging.grid_size, cam.yaw_mean, cam.pitch_mean,
+                                         max(cam.yaw_std, 0.3), max(cam.pitch_std, 0.1) / 2).to(device)
+        video_angles = media.orbit_angles(cfg.logging.video_frames, cam.yaw_mean, cam.pitch_mean,
+                                          max(cam.yaw_std, 0.3), max(cam.pitch_std, 0.1) / 2).to(device)
+    health = HealthMonitor()
+    if latest is not None and main in latest.metrics:
+        health.best_swd = latest.metrics.get("swd", math.inf)
+
+    # Main loop (a rerun of a finished run has nothing left to do).
+    if counters.cur_nimg >= t.kimg * 1000:
+        if rank == 0:
+            bar.close()
+            wandb.finish()
+        return {"kimg": counters.kimg, "stop_reason": "done", **last_metrics}
+    dataset_size = len(dataset) if hasattr(dataset, "__len__") else max(dataset.num_images, 1)
+    batches = real_batches(dataset, batch_per_worker, rank, world, t.seed, num_workers=0,
+                           start_epoch=counters.epoch)
+    tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    ada_sum, ada_n = 0.0, 0
+    row: dict = {}
+    last_metrics: dict[str, float] = dict(latest.metrics) if latest is not None else {}
+    reason = None
+    while True:
+        # Fetch reals: uint8 -> [-1, 1], labels one-hot, split into micro-batches.
+        images, angles, labels = next(batches)
+        images = images.to(device).float() / 127.5 - 1
+        onehot = (torch.nn.functional.one_hot(labels, c_dim).float() if c_dim else torch.zeros(len(labels), 0)).to(device)
+        micro = [Batch(i, a, c) for i, a, c in zip(images.split(batch_gpu), angles.to(device).split(batch_gpu),
+                                                   onehot.split(batch_gpu))][:num_accum]
+
+        # GAN phases.
+        kimg = counters.kimg
+        for phase in phases:
+            if counters.step % phase.interval == 0:
+                stats = run_phase(phase, parts, optimizers[phase.net], micro, kimg)
+                for k, v in stats.items():
+                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+                if phase.name != "Dreg" and "real_sign" in stats:
+                    ada_sum, ada_n = ada_sum + stats["real_sign"], ada_n + 1
+
+        # EMA of G and the ADA probability (r_t = E[sign(D(real))] over the last interval).
+        update_ema(G_ema, G, schedules.ema_beta(kimg, t.batch, t.ema_kimg, t.ema_rampup))
+        if t.augment.kind == "ada" and (counters.step + 1) % t.augment.interval == 0 and ada_n:
+            augment.update(_all_mean({"r": ada_sum / ada_n}, world)["r"], t.batch * ada_n)
+            ada_sum, ada_n = 0.0, 0
+
+        # Counters and the stop/tick decisions (identical on every rank).
+        counters.cur_nimg += t.batch
+        counters.step += 1
+        counters.epoch = counters.cur_nimg // dataset_size
+        if rank == 0:
+            bar.update(t.batch)
+        done = counters.cur_nimg >= t.kimg * 1000
+        stop = session.should_stop()
+        if not (done or stop or counters.cur_nimg >= tick_start_nimg + t.tick_kimg * 1000):
+            continue
+
+        # Tick statistics.
+        now = time.time()
+        means = _all_mean({k: v / counts[k] for k, v in sums.items()}, world)
+        counters.tick += 1
+        peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        kimg = counters.kimg
+        row = {"kimg": kimg, "tick": counters.tick, "step": counters.step, **means,
+               "sec_per_kimg": (now - tick_start_time) / max((counters.cur_nimg - tick_start_nimg) / 1000, 1e-9),
+               "augment_p": float(augment.p), "patch_beta": schedules.patch_beta(kimg, t.patch),
+               "patch_min_scale": schedules.patch_min_scale(kimg, t.patch),
+               "blur_sigma": schedules.blur_sigma(kimg, t.blur_sigma, t.blur_fade_kimg),
+               "density_noise": schedules.density_noise(kimg, cfg.model.generator.render.density_noise_std,
+                                                        cfg.model.generator.render.density_noise_kimg),
+               "peak_mem_gb": peak}
+        sums, counts = {}, {}
+
+        # Metrics, samples and health (rank 0).
+        snapshot = done or stop or _crossed(tick_start_nimg, counters.cur_nimg, t.snap_kimg)
+        if rank == 0:
+            first_snapshot_unranked = snapshot and main is not None and main not in last_metrics
+            if metric_names and (done or first_snapshot_unranked
+                                 or _crossed(tick_start_nimg, counters.cur_nimg, t.metric_kimg)):
+                values, protocols = evaluate(G_ema, dataset, cfg, metric_names, device, seed=t.seed,
+                                             dataset_id=dataset_path, angles_pool=angles_pool)
+                last_metrics.update(values)
+                row.update(values)
+                row["metric_protocols"] = str(protocols)
+            if done or _crossed(tick_start_nimg, counters.cur_nimg, t.image_kimg):
+                _log_media(G_ema, grid_z, grid_c, grid_angles, video_angles, run_dir, kimg, wandb)
+            reason = health.check(row)
+            if reason:
+                print(f"gan3d WARNING: training looks diverged: {reason}", flush=True)
+                wandb.alert("gan3d: training diverged", reason)
+        diverged = _all_mean({"d": float(reason is not None)}, world)["d"] > 0
+        row["diverged"] = float(diverged)
+        halt = diverged and t.stop_on_divergence
+        if main and main in last_metrics:
+            row.setdefault(main, last_metrics[main])  # every checkpoint carries the ranking metric
+        row["stop_reason"] = "done" if done else "user" if stop else "diverged" if halt else ""
+
+        # Checkpoint and report (every rank reports; rank 0 with the checkpoint).
+        ckpt_dir = None
+        if rank == 0 and (snapshot or halt):
+            ckpt_dir = write_checkpoint(checkpoint_tmpdir() / "ckpt", cfg, modules, optimizers, counters,
+                                        capture_rng(np_rng, torch_gen), last_metrics)
+            row["checkpoint"] = 1.0
+        numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) or k == "stop_reason"}
+        session.report(numeric, ckpt_dir if rank == 0 and (snapshot or halt) else None)
+        if rank == 0:
+            store.append(row)
+            wandb.log({k: v for k, v in numeric.items() if k != "stop_reason"})
+            eta = row["sec_per_kimg"] * max(t.kimg - kimg, 0)
+            print(f"tick {counters.tick} eta {eta / 60:.1f}min " + " ".join(
+                f"{k} {v:.4g}" for k, v in numeric.items() if k in ("kimg", "sec_per_kimg", "loss_G", "loss_D_real",
+                                                                   "loss_D_fake", "r1_penalty", "augment_p", "swd",
+                                                                   main or "")), flush=True)
+        tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
+        if done or stop or halt:
+            break
+
+    # Done.
+    if rank == 0:
+        bar.close()
+        wandb.finish(exit_code=0 if row.get("stop_reason") == "done" else 1)
+    return row
+
+
+@torch.no_grad()
+def _log_media(G_ema, grid_z, grid_c, grid_angles, video_angles, run_dir: Path, kimg: float, wandb) -> None:
+    """Fixed-seed sample grid (each latent from a different view) and a short orbit video of 4 latents."""
+    imgs = G_ema(grid_z, grid_c, grid_angles, noise_mode="const")
+    grid = media.image_grid((imgs * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu())
+    png = media.save_png(grid, run_dir / "samples" / f"grid_{kimg:09.3f}.png")
+    frames = media.orbit_frames(G_ema, grid_z[:4], grid_c[:4] if grid_c is not None else None, video_angles)
+    gif = media.save_gif(frames, run_dir / "samples" / f"orbit_{kimg:09.3f}.gif")
+    wandb.image("samples/grid", png, caption=f"kimg {kimg:.3f}")
+    wandb.video("samples/orbit", gif, fps=10)

@@ -1,0 +1,119 @@
+"""Where the training loop runs: under Ray Train (RaySession) or directly in this process (LocalSession,
+used by `gan3d bench` and to measure Ray's overhead). The loop only talks to this small interface."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from gan3d.train.checkpoint import LoadedCheckpoint, read_checkpoint
+
+STOP_ACTOR_PREFIX = "gan3d-stop-"
+
+
+class LocalSession:
+    """One process, no Ray: checkpoints in run_dir/checkpoints/, SIGINT/SIGTERM request a graceful stop."""
+
+    rank, world = 0, 1
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu", handle_signals: bool = False):
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self._stop = False
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, *_):
+        self._stop = True
+
+    def load_latest(self) -> Optional[LoadedCheckpoint]:
+        pointer = self.run_dir / "checkpoints" / "latest.json"
+        if not pointer.is_file():
+            return None
+        return read_checkpoint(self.run_dir / "checkpoints" / json.loads(pointer.read_text())["name"])
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None) -> None:
+        if checkpoint_dir is not None:
+            dest = self.run_dir / "checkpoints" / f"checkpoint_{metrics['kimg']:010.3f}"
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.move(str(checkpoint_dir), dest)
+            tmp = dest.parent / ".latest.json.tmp"
+            tmp.write_text(json.dumps({"name": dest.name}))
+            tmp.replace(dest.parent / "latest.json")
+
+    def should_stop(self) -> bool:
+        return self._stop
+
+    def progress(self, total: float, initial: float):
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True)
+
+
+class RaySession:
+    """Inside `ray.train.torch.TorchTrainer`: ranks from the Train context, checkpoints through
+    `ray.train.report` (rank 0 passes the directory, others None), stop requests from a named actor."""
+
+    def __init__(self, run_name: str):
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._stop_actor = None
+        self._stop_name = STOP_ACTOR_PREFIX + run_name
+
+    def load_latest(self) -> Optional[LoadedCheckpoint]:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:  # read fully while the directory exists
+            return read_checkpoint(d)
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=ckpt)
+        if checkpoint_dir is not None:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # Train has persisted its copy
+
+    def should_stop(self) -> bool:
+        """Rank 0 asks the driver's stop flag; the answer is broadcast so every rank stops at the same step."""
+        import ray
+
+        flag = torch.zeros(1)
+        if self.rank == 0:
+            try:
+                if self._stop_actor is None:
+                    self._stop_actor = ray.get_actor(self._stop_name)
+                flag[0] = float(ray.get(self._stop_actor.is_set.remote(), timeout=10))
+            except (ValueError, ray.exceptions.GetTimeoutError):
+                pass  # no driver flag (e.g. a job submitted without one): never stop early
+        if self.world > 1 and dist.is_initialized():
+            dist.broadcast(flag, src=0)
+        return bool(flag[0])
+
+    def progress(self, total: float, initial: float):
+        try:
+            from ray.experimental.tqdm_ray import tqdm
+            bar = tqdm(total=total, desc="images")
+            bar.update(initial)
+            return bar
+        except Exception:
+            from tqdm import tqdm
+            return tqdm(total=total, initial=initial, unit="img", unit_scale=True)
+
+
+def checkpoint_tmpdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="gan3d-ckpt-"))
