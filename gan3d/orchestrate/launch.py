@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -38,7 +39,8 @@ def train_loop_per_worker(config: dict) -> None:
     from gan3d.train.session import RaySession
 
     cfg = config_mod.from_dict(config["cfg"])
-    training_loop(cfg, config["run_dir"], RaySession(config["run_name"]), config["dataset"], config["run_id"])
+    session = RaySession(config["run_name"], progress_bar=config.get("progress_bar", False))
+    training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"])
 
 
 def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
@@ -116,7 +118,8 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": config_mod.to_dict(cfg), "run_dir": str(run_dir), "dataset": dataset,
-                           "run_name": cfg.run.name, "run_id": _run_id(run_dir)},
+                           "run_name": cfg.run.name, "run_id": _run_id(run_dir),
+                           "progress_bar": sys.stderr.isatty()},
         scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker,
                                                            **({"GPU": gpus} if gpus > 0 else {})}),

@@ -61,7 +61,7 @@ class RaySession:
     """Inside `ray.train.torch.TorchTrainer`: ranks from the Train context, checkpoints through
     `ray.train.report` (rank 0 passes the directory, others None), stop requests from a named actor."""
 
-    def __init__(self, run_name: str):
+    def __init__(self, run_name: str, progress_bar: bool = False):
         import ray.train
         import ray.train.torch
 
@@ -70,6 +70,7 @@ class RaySession:
         self.device = ray.train.torch.get_device()
         self._stop_actor = None
         self._stop_name = STOP_ACTOR_PREFIX + run_name
+        self._progress_bar = progress_bar
 
     def load_latest(self) -> Optional[LoadedCheckpoint]:
         import ray.train
@@ -105,6 +106,8 @@ class RaySession:
         return bool(flag[0])
 
     def progress(self, total: float, initial: float):
+        if not self._progress_bar:  # logs and CI: the tick lines carry kimg, ETA and losses
+            return _NoBar()
         try:
             from ray.experimental.tqdm_ray import tqdm
             bar = tqdm(total=total, desc="images")
@@ -113,6 +116,14 @@ class RaySession:
         except Exception:
             from tqdm import tqdm
             return tqdm(total=total, initial=initial, unit="img", unit_scale=True)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
 
 
 def checkpoint_tmpdir() -> Path:

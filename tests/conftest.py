@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny configs, a synthetic dataset, and one local Ray instance per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster Train controller polling
+os.environ.setdefault("GAN3D_CACHE", "/tmp/gan3d-test-cache")
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+
+# A smoke run small enough for a test: a few ticks of 8 images, SWD on 32 images.
+TINY = ["training.kimg=0.048", "training.tick_kimg=0.016", "training.snap_kimg=0.016",
+        "training.metric_kimg=0.032", "training.image_kimg=0.032", "metrics.num_fakes=32",
+        "dataset.synthetic_size=64", "logging.grid_size=4", "logging.video_frames=4"]
+
+
+@pytest.fixture(scope="session")
+def smoke_cfg():
+    from gan3d.config import load_config
+    return load_config(SMOKE)
+
+
+@pytest.fixture(scope="session")
+def synthetic_zip(tmp_path_factory, smoke_cfg):
+    from gan3d.data import make_synthetic
+    return make_synthetic(tmp_path_factory.mktemp("data") / "syn.zip", 48, 32, smoke_cfg.dataset.camera, seed=1)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (dashboard on: Train's cleanup needs the state API)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, namespace="gan3d", include_dashboard=True, log_to_driver=False)
+    yield ray
+    ray.shutdown()

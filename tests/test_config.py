@@ -1,0 +1,61 @@
+import pytest
+
+from gan3d.config import load_config, to_dict, from_dict
+from gan3d.errors import ConfigError
+from conftest import ROOT, SMOKE
+
+
+@pytest.mark.parametrize("name", ["smoke", "ffhq512", "cats256", "plants256", "food256"])
+def test_presets_load_and_mirror_the_seed(name):
+    cfg = load_config(ROOT / "experiments" / f"{name}.yaml")
+    assert cfg.run.name == name
+    if name == "ffhq512":
+        c = cfg.dataset.camera
+        assert (cfg.dataset.resolution, c.fov, c.ray_start, c.ray_end) == (512, 12.0, 0.88, 1.12)
+        assert cfg.model.generator.render.cube_scale == 0.2 and cfg.training.patch.min_scale == 0.125
+    if name in ("plants256", "food256"):
+        assert cfg.dataset.camera.fov == 30.0 and cfg.model.generator.render.white_back
+        assert cfg.model.generator.render.cube_scale == 0.475
+        assert cfg.dataset.c_dim == {"plants256": 198, "food256": 10}[name]
+
+
+def test_overrides_apply_with_types():
+    cfg = load_config(SMOKE, ["training.gamma=0.3", "training.patch.distribution=uniform", "run.workers=2"])
+    assert cfg.training.gamma == 0.3 and cfg.training.patch.distribution == "uniform" and cfg.run.workers == 2
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_config_is_frozen():
+    cfg = load_config(SMOKE)
+    with pytest.raises(Exception):
+        cfg.training.gamma = 1.0
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("training.gama=0.1", "unknown key 'training.gama'; valid keys here: augment, batch"),
+    ("training.gamma=abc", "training.gamma"),
+    ("training.patch.resolution=64", "training.patch.resolution' = 64 is not allowed: expected <= dataset.resolution (32)"),
+    ("training.patch.min_scale=1.5", "training.patch.min_scale' = 1.5 is not allowed: expected in (0, 1]"),
+    ("training.patch.beta_end=0", "training.patch.beta_end' = 0.0 is not allowed: expected > 0"),
+    ("training.gamma=-1", "training.gamma' = -1.0 is not allowed: expected >= 0"),
+    ("dataset.resolution=48", "dataset.resolution' = 48 is not allowed: expected a power of two"),
+    ("dataset.camera.dist=sphere", "one of dataset, spherical_uniform, uniform, normal"),
+    ("training.gamma", "expected key=value"),
+])
+def test_invalid_configs_name_key_value_and_allowed(override, expected):
+    with pytest.raises(ConfigError) as e:
+        load_config(SMOKE, [override])
+    assert expected in str(e.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="experiment file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trainig:\n  gamma: 1\n")
+    with pytest.raises(ConfigError, match=r"unknown.yaml: unknown key 'trainig'; valid keys here: dataset, logging"):
+        load_config(unknown)

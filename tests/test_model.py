@@ -1,0 +1,92 @@
+"""The generator and discriminator: shapes, known answers of the StyleGAN2 ops, sizes of the presets."""
+import subprocess
+import sys
+
+import torch
+
+from gan3d.config import load_config
+from gan3d.nn import Patch, build_discriminator, build_generator, count_parameters
+from gan3d.nn.layers import downsample2d, fir_filter, minibatch_std, modulated_conv2d, upsample2d
+from conftest import ROOT, SMOKE
+
+
+def test_smoke_generator_renders_image_and_patch(smoke_cfg):
+    torch.manual_seed(0)
+    G = build_generator(smoke_cfg).eval()
+    z, angles = torch.randn(2, 64), torch.tensor([[1.57, 1.3, 0.0]] * 2)
+    with torch.no_grad():
+        img = G(z, None, angles)
+        patch = G(z, None, angles, Patch(torch.full((2, 2), 0.5), torch.full((2, 2), 0.25)), resolution=16)
+    assert img.shape == (2, 3, 32, 32) and patch.shape == (2, 3, 16, 16)
+    assert img.min() >= -1.01 and img.max() <= 1.01 and img.std() > 0
+    # a patch of scale 1 at offset 0 renders exactly the full image's rays
+    with torch.no_grad():
+        whole = G(z, None, angles, Patch(torch.ones(2, 2), torch.zeros(2, 2)), resolution=32)
+    assert torch.allclose(whole, img, atol=1e-5)
+
+
+def test_chunked_rendering_matches_one_pass(smoke_cfg):
+    from gan3d import config as config_mod
+    torch.manual_seed(0)
+    G1 = build_generator(smoke_cfg).eval()
+    G2 = build_generator(config_mod.replace(smoke_cfg, ["model.generator.render.max_batch_res=7"])).eval()
+    G2.load_state_dict(G1.state_dict())
+    z, angles = torch.randn(1, 64), torch.tensor([[1.2, 1.4, 0.0]])
+    with torch.no_grad():
+        assert torch.allclose(G1(z, None, angles), G2(z, None, angles), atol=1e-5)
+
+
+def test_discriminator_scores_patches_and_depends_on_scale(smoke_cfg):
+    torch.manual_seed(0)
+    D = build_discriminator(smoke_cfg)
+    assert D.num_extra == 1  # log2(32 / 16)
+    x = torch.randn(4, 3, 16, 16)
+    a = D(x, torch.tensor([[1.0, 0.0, 0.0]] * 4))
+    b = D(x, torch.tensor([[0.5, 0.2, 0.3]] * 4))
+    assert a.shape == (4, 1) and not torch.allclose(a, b)
+
+
+def test_upfirdn_known_answers():
+    f = fir_filter()
+    x = torch.ones(1, 2, 8, 8)
+    up = upsample2d(x, f)
+    assert up.shape == (1, 2, 16, 16) and torch.allclose(up[..., 2:-2, 2:-2], torch.ones(1, 2, 12, 12))
+    down = downsample2d(x, f)
+    assert down.shape == (1, 2, 4, 4) and torch.allclose(down[..., 1:-1, 1:-1], torch.ones(1, 2, 2, 2))
+
+
+def test_modulated_conv_equals_per_sample_conv():
+    torch.manual_seed(0)
+    x, w, s = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
+    out = modulated_conv2d(x, w, s, demodulate=True, padding=1)
+    for i in range(3):
+        wi = w * s[i][None, :, None, None]
+        wi = wi / wi.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
+        ref = torch.nn.functional.conv2d(x[i:i + 1], wi, padding=1)
+        assert torch.allclose(out[i:i + 1], ref, atol=1e-5)
+
+
+def test_minibatch_std_groups_are_strided():
+    x = torch.zeros(4, 1, 2, 2)
+    x[1] = 2.0  # group size 2 -> groups {0, 2} and {1, 3}
+    y = minibatch_std(x, 2)
+    assert torch.allclose(y[[0, 2], 1], torch.zeros(2, 2, 2), atol=1e-3)  # sqrt(var + 1e-8)
+    assert torch.allclose(y[[1, 3], 1], torch.ones(2, 2, 2), atol=1e-3)
+
+
+def test_ffhq512_models_build_and_describe():
+    cfg = load_config(ROOT / "experiments" / "ffhq512.yaml")
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    assert D.num_extra == 3 and G.synthesis.resolutions[-1] == 512
+    assert 20e6 < count_parameters(G) < 60e6 and 10e6 < count_parameters(D) < 60e6
+    out = subprocess.run([sys.executable, "-m", "gan3d.cli", "describe", str(SMOKE), "training.gamma=0.2"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "gamma: 0.2" in out and "generator:" in out and "discriminator:" in out and "parameters" in out
+
+
+def test_cli_help_lists_commands_and_not_yet_ones():
+    out = subprocess.run([sys.executable, "-m", "gan3d.cli", "--help"], capture_output=True, text=True).stdout
+    for cmd in ("train", "describe", "dataset", "sweep", "eval", "render", "report", "bench", "submit"):
+        assert cmd in out
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "sweep", "x.yaml"], capture_output=True, text=True)
+    assert res.returncode == 2 and "issue 5" in res.stderr
