@@ -21,7 +21,7 @@ def train(cfg, **kwargs):
 def load_generator(checkpoint, device="cpu", ema: bool = True):
     """G_ema (or G) from a checkpoint directory, in eval mode."""
     from gan3d.nn import build_generator
-    from gan3d.train.checkpoint import load_modules, read_checkpoint
+    from gan3d.training.checkpoint import load_modules, read_checkpoint
 
     ckpt = read_checkpoint(checkpoint)
     G = build_generator(ckpt.cfg)

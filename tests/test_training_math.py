@@ -8,10 +8,10 @@ import torch
 from gan3d import config as config_mod
 from gan3d.config import PatchConfig
 from gan3d.nn import Patch, build_discriminator, build_generator
-from gan3d.train import losses, schedules
-from gan3d.train.augment import AugmentPipe, augment, color_matrix
-from gan3d.train.patches import extract_patches, sample_patches, sample_scales
-from gan3d.train.phases import Batch, GanParts, adam_settings, make_optimizers, make_phases, phase_loss, run_phase
+from gan3d.training import losses, schedules
+from gan3d.training.augment import AugmentPipe, augment, color_matrix
+from gan3d.training.patches import extract_patches, sample_patches, sample_scales
+from gan3d.training.phases import Batch, GanParts, adam_settings, make_optimizers, make_phases, phase_loss, run_phase
 
 
 def test_beta_at_start_puts_nearly_all_scales_at_one():

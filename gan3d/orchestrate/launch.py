@@ -16,9 +16,7 @@ from typing import Optional
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import ConfigError
-from gan3d.train.session import STOP_ACTOR_PREFIX
-
-NAMESPACE = "gan3d"
+from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
 
 
 @dataclass
@@ -35,8 +33,8 @@ class RunResult:
 
 def train_loop_per_worker(config: dict) -> None:
     """The function Ray Train runs on every worker."""
-    from gan3d.train.loop import training_loop
-    from gan3d.train.session import RaySession
+    from gan3d.training.loop import training_loop
+    from gan3d.training.session import RaySession
 
     cfg = config_mod.from_dict(config["cfg"])
     session = RaySession(config["run_name"], progress_bar=config.get("progress_bar", False))
@@ -46,7 +44,7 @@ def train_loop_per_worker(config: dict) -> None:
 def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
     """The dataset path, after checking it opens; the synthetic default is made (or reused) in the run dir."""
     from gan3d.data import make_synthetic, open_dataset
-    from gan3d.train.loop import needs_poses
+    from gan3d.training.loop import needs_poses
 
     d = cfg.dataset
     if not d.path:
@@ -194,7 +192,7 @@ def _restore_handlers(previous: dict) -> None:
 
 
 def _run_result(result, run_dir: Path, metric: Optional[str]) -> RunResult:
-    from gan3d.train.checkpoint import read_checkpoint
+    from gan3d.training.checkpoint import read_checkpoint
 
     latest = Path(result.checkpoint.path) if result.checkpoint is not None else None
     best = best_value = None

@@ -18,13 +18,13 @@ from gan3d.data.dataset import open_dataset, real_batches
 from gan3d.metrics import evaluate, main_metric
 from gan3d.metrics.inception import weights_path
 from gan3d.nn import build_discriminator, build_generator
-from gan3d.train import schedules
-from gan3d.train.augment import AugmentPipe
-from gan3d.train.checkpoint import (Counters, capture_rng, load_modules, read_checkpoint, restore_rng,
+from gan3d.training import schedules
+from gan3d.training.augment import AugmentPipe
+from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, read_checkpoint, restore_rng,
                                     write_checkpoint)
-from gan3d.train.health import HealthMonitor
-from gan3d.train.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
-from gan3d.train.session import checkpoint_tmpdir
+from gan3d.training.health import HealthMonitor
+from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
+from gan3d.training.session import checkpoint_tmpdir
 from gan3d.track import media
 from gan3d.track.store import MetricsStore
 from gan3d.track.wandb_run import WandbRun, resolve_mode
@@ -95,6 +95,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         else:
             load_modules(start, modules, optimizers)
             counters = start.counters
+    last_metrics: dict[str, float] = dict(latest.metrics) if latest is not None else {}
     parts = GanParts(cfg, G, D, augment, np_rng, torch_gen)
     phases = make_phases(t)
 
@@ -134,7 +135,6 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     counts: dict[str, int] = {}
     ada_sum, ada_n = 0.0, 0
     row: dict = {}
-    last_metrics: dict[str, float] = dict(latest.metrics) if latest is not None else {}
     reason = None
     while True:
         # Fetch reals: uint8 -> [-1, 1], labels one-hot, split into micro-batches.

@@ -18,9 +18,9 @@ from gan3d.nn import PatchDiscriminator, TriplaneGenerator
 from gan3d.nn.generator import Patch
 from gan3d.nn.layers import gaussian_blur
 from gan3d.render.cameras import sample_camera_angles
-from gan3d.train import losses, schedules
-from gan3d.train.augment import AugmentPipe
-from gan3d.train.patches import extract_patches, sample_patches
+from gan3d.training import losses, schedules
+from gan3d.training.augment import AugmentPipe
+from gan3d.training.patches import extract_patches, sample_patches
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from gan3d.config import PatchConfig
 from gan3d.nn.generator import Patch
 from gan3d.nn.layers import mbstd_group_size
 from gan3d.render.rays import patch_grid
-from gan3d.train import schedules
+from gan3d.training import schedules
 
 
 def sample_scales(n: int, cfg: PatchConfig, kimg: float, rng: np.random.Generator) -> np.ndarray:

@@ -12,9 +12,10 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from gan3d.train.checkpoint import LoadedCheckpoint, read_checkpoint
+from gan3d.training.checkpoint import LoadedCheckpoint, read_checkpoint
 
 STOP_ACTOR_PREFIX = "gan3d-stop-"
+NAMESPACE = "gan3d"  # named actors of gan3d live here, whatever namespace the driver uses
 
 
 class LocalSession:
@@ -97,7 +98,7 @@ class RaySession:
         if self.rank == 0:
             try:
                 if self._stop_actor is None:
-                    self._stop_actor = ray.get_actor(self._stop_name)
+                    self._stop_actor = ray.get_actor(self._stop_name, namespace=NAMESPACE)
                 flag[0] = float(ray.get(self._stop_actor.is_set.remote(), timeout=10))
             except (ValueError, ray.exceptions.GetTimeoutError):
                 pass  # no driver flag (e.g. a job submitted without one): never stop early

@@ -1,0 +1,250 @@
+"""Datasets: formats, round trips, sharding, mirroring, synthetic scenes, pose import, validation, bad input."""
+import io
+import json
+import math
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from gan3d.data import ImageDataset, mirror_angles, open_dataset
+from gan3d.data.convert import convert, eg3d_to_angles
+from gan3d.data.dataset import epoch_order
+from gan3d.data.parquet import ParquetDataset
+from gan3d.data.validate import validate
+from gan3d.errors import DatasetError
+from gan3d.render.cameras import cam2world_matrix
+
+
+def png(w=8, h=8, seed=0, fmt="PNG"):
+    arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_zip(path, files: dict, meta=None):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        if meta is not None:
+            z.writestr("dataset.json", meta if isinstance(meta, (str, bytes)) else json.dumps(meta))
+    return path
+
+
+def posed_zip(tmp_path, n=12, labels=True):
+    files = {f"a/{i:03d}.png" if i % 2 else f"b/c/{i:03d}.jpg": png(seed=i, fmt="PNG" if i % 2 else "JPEG")
+             for i in range(n)}
+    rng = np.random.default_rng(0)
+    meta = {"camera_angles": {k: [float(rng.uniform(0.5, 2.5)), float(rng.uniform(1, 2)), 0.0] for k in files}}
+    if labels:
+        meta["labels"] = {k: i % 3 for i, k in enumerate(files)}
+    return make_zip(tmp_path / "d.zip", files, meta), files, meta
+
+
+def test_zip_and_folder_read_the_same(tmp_path):
+    path, files, meta = posed_zip(tmp_path)
+    folder = tmp_path / "folder"
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    a, b = ImageDataset(path, need_poses=True, use_labels=True), ImageDataset(folder, need_poses=True)
+    assert len(a) == len(b) == 12 and a.resolution == 8 and a.num_classes == 3
+    for i in range(12):
+        assert all(torch.equal(x, y) if torch.is_tensor(x) else x == y for x, y in zip(a[i], b[i]))
+    img, ang, lab = a[0]
+    assert img.dtype == torch.uint8 and img.shape == (3, 8, 8)
+    assert torch.allclose(ang, torch.tensor(meta["camera_angles"][a.names[0]]))
+
+
+def test_zip_to_parquet_round_trip(tmp_path):
+    path, files, meta = posed_zip(tmp_path)
+    out = tmp_path / "shards"
+    info = convert(str(path), str(out), shard_size=5)
+    assert info["num_images"] == 12 and len(list(out.glob("*.parquet"))) == 3
+    src = ImageDataset(path)
+    pds = open_dataset(str(out))
+    assert isinstance(pds, ParquetDataset) and pds.resolution == 8 and pds.has_poses
+    table = pq.read_table(out)  # JPEG sources are re-encoded losslessly: pixels must be identical
+    by_path = {p: i for i, p in enumerate(table.column("path").to_pylist())}
+    for j, name in enumerate(src.names):
+        row = by_path[name]
+        img = np.asarray(Image.open(io.BytesIO(table.column("image")[row].as_py()))).transpose(2, 0, 1)
+        assert np.array_equal(img, src[j][0].numpy())
+        assert np.allclose([table.column(k)[row].as_py() for k in ("yaw", "pitch", "roll")], src[j][1].numpy())
+        assert table.column("label")[row].as_py() == int(src[j][2])
+    items = list(pds.iter_epoch(0))
+    assert len(items) == 12
+    assert sorted(int(x[2]) for x in items) == sorted(meta["labels"].values())
+
+
+def test_file_uri_and_resize_are_recorded(tmp_path):
+    path, _, _ = posed_zip(tmp_path)
+    out = tmp_path / "small"
+    convert(str(path), str(out), resolution=4, resize_filter="bicubic")
+    ds = open_dataset(f"file://{out}")
+    assert ds.resolution == 4 and ds.meta["preprocessing"]["resize_filter"] == "bicubic"
+    assert ds.meta["preprocessing"]["source_resolution"] == 8
+    assert next(ds.iter_epoch(0))[0].shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_rank_shards_are_disjoint_and_cover_everything(tmp_path, world):
+    for epoch in (0, 1):
+        parts = [epoch_order(10, epoch, seed=7, rank=r, world=world) for r in range(world)]
+        allidx = np.concatenate(parts)
+        assert sorted(allidx.tolist()) == list(range(10))
+    assert not np.array_equal(epoch_order(10, 0, 7, 0, 1), epoch_order(10, 1, 7, 0, 1))  # reshuffled per epoch
+    path, _, _ = posed_zip(tmp_path, n=20)
+    out = tmp_path / f"shards{world}"
+    convert(str(path), str(out), shard_size=4)  # 5 files = 5 row groups
+    seen = []
+    for r in range(world):
+        ds = ParquetDataset(str(out))
+        ds.set_shard(r, world, seed=3)
+        seen.append([int(img.sum()) for img, _, _ in ds.iter_epoch(0)])
+    flat = [x for s in seen for x in s]
+    assert len(flat) == 20 and len(set(flat)) == 20
+
+
+def test_mirroring_flips_image_and_reflects_the_camera(tmp_path):
+    path, files, meta = posed_zip(tmp_path, n=4)
+    ds = ImageDataset(path, mirror=True, need_poses=True)
+    assert len(ds) == 8 and math.isclose(ds.yaw_center, math.pi / 2)
+    img, ang, _ = ds[1]
+    fimg, fang, _ = ds[5]
+    assert torch.equal(fimg, img.flip(-1))
+    # reflecting the world through x = 0 (the centre view's plane) maps the camera to the mirrored pose
+    m, mf = cam2world_matrix(ang[None]), cam2world_matrix(fang[None])
+    reflect = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    assert torch.allclose(reflect @ m[0, :3, 3], mf[0, :3, 3], atol=1e-5)
+    a = np.array([[0.3, 1.0, 0.1]], np.float32)
+    assert np.allclose(mirror_angles(a, 0.0), [[-0.3, 1.0, -0.1]])  # datasets centred on yaw 0
+    assert np.allclose(mirror_angles(mirror_angles(a, math.pi / 2), math.pi / 2), a, atol=1e-6)
+
+
+def test_synthetic_dataset_is_multiview_with_depth(synthetic_zip, smoke_cfg):
+    ds = ImageDataset(synthetic_zip, resolution=32, need_poses=True)
+    assert len(ds) == 48 and ds.has_poses
+    with zipfile.ZipFile(synthetic_zip) as z:
+        depth = np.load(io.BytesIO(z.read("depth.npy")))
+        meta = json.loads(z.read("dataset.json"))
+    assert depth.shape == (48, 32, 32) and meta["synthetic"]["fov"] == smoke_cfg.dataset.camera.fov
+    img = ds[0][0].numpy()
+    background = (img == 255).all(0)
+    assert background.any() and (~background).any()
+    assert (depth[0][background] == 0).all()  # no surface: depth 0 ...
+    d = depth[0][~background & (depth[0] > 0)]
+    # ... surfaces lie around the origin, within the rendered ray range
+    assert d.min() > smoke_cfg.dataset.camera.ray_start and d.max() < smoke_cfg.dataset.camera.ray_end
+    yaws = ds.angles[:, 0]
+    assert yaws.std() > 0.2  # many views, not one
+
+
+def eg3d_labels(angles, radius, fov, flip_world=False):
+    c2w = cam2world_matrix(torch.as_tensor(angles), radius) @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    if flip_world:
+        c2w = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])) @ c2w
+    fx = 1 / (2 * math.tan(math.radians(fov) / 2))
+    K = np.array([fx, 0, 0.5, 0, fx, 0.5, 0, 0, 1])
+    return np.concatenate([c2w.reshape(len(angles), 16).numpy(), np.tile(K, (len(angles), 1))], 1)
+
+
+@pytest.mark.parametrize("flip_world", [False, True])
+def test_eg3d_poses_convert_to_our_angles(flip_world):
+    angles = np.array([[1.4, 1.5, 0.0], [1.9, 1.2, 0.0], [1.0, 1.7, 0.0]], np.float32)
+    labels = eg3d_labels(angles, 2.7, 18.837, flip_world)
+    labels[2, :16] = eg3d_labels(angles[2:], 2.9, 18.837, flip_world)[0, :16]  # one camera too far
+    got, rep = eg3d_to_angles(["a", "b", "c"], labels)
+    assert np.allclose(got, angles, atol=1e-4)
+    assert math.isclose(rep.radius, 2.7, rel_tol=1e-4) and math.isclose(rep.fov, 18.837, rel_tol=1e-4)
+    assert len(rep.outliers) == 1 and rep.outliers[0].startswith("c:")
+    assert rep.world_flipped == flip_world
+
+
+def test_convert_with_eg3d_poses_cli(tmp_path):
+    files = {f"{i}.png": png(seed=i) for i in range(3)}
+    angles = np.array([[1.4, 1.5, 0.0], [1.9, 1.2, 0.0], [1.0, 1.7, 0.0]], np.float32)
+    labels = eg3d_labels(angles, 2.7, 18.837, True)
+    src = make_zip(tmp_path / "eg3d.zip", files, {"labels": [[k, labels[i].tolist()] for i, k in enumerate(files)]})
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "convert", str(src), str(tmp_path / "out"),
+                          "--poses", "eg3d"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "camera radius 2.7000, fov 18.837" in res.stdout
+    ds = open_dataset(str(tmp_path / "out"), need_poses=True)
+    got = sorted((round(float(a[0]), 3) for _, a, _ in ds.iter_epoch(0)))
+    assert got == sorted(round(float(a), 3) for a in angles[:, 0])
+
+
+def _expect(tmp_path, files, meta=None, match="", **kw):
+    path = make_zip(tmp_path / "bad.zip", files, meta)
+    with pytest.raises(DatasetError, match=match) as e:
+        ImageDataset(path, **kw)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_bad_inputs_fail_with_one_clear_line(tmp_path):
+    good = png()
+    msg = _expect(tmp_path, {"x.png": good, "y.png": b"\x89PNG\r\n\x1a\nnot really"}, match="y.png: not a readable image")
+    assert "bad.zip:y.png" in msg
+    _expect(tmp_path, {"x.png": good, "notes.csv": b"a,b"}, match=r"notes.csv: not an image")
+    _expect(tmp_path, {"x.png": good, "y.png": png(16, 16)}, match=r"y.png: image is 16x16 but x.png is 8x8")
+    _expect(tmp_path, {"x.png": png(8, 6)}, match=r"x.png: image is 8x6; images must be square")
+    _expect(tmp_path, {"x.png": good}, "{not json", match=r"dataset.json: not valid JSON")
+    _expect(tmp_path, {"x.png": good}, {"camera_angles": {"gone.png": [1, 1, 0]}},
+            match=r"camera_angles for 1 file\(s\) not in the dataset, e.g. 'gone.png'")
+    _expect(tmp_path, {"x.png": good, "y.png": png(seed=2)}, {"camera_angles": {"x.png": [1, 1, 0]}},
+            match=r"camera poses are required but 1 image\(s\) have none, e.g. 'y.png'", need_poses=True)
+    _expect(tmp_path, {"x.png": good}, {"camera_angles": {"x.png": [4.0, 1, 0]}}, match=r"yaw 4.0 is outside \[-pi, pi\]")
+    _expect(tmp_path, {"x.png": good}, {"camera_angles": {"x.png": [1.0, -0.5, 0]}}, match=r"pitch -0.5 is outside \[0, pi\]")
+    _expect(tmp_path, {"x.png": good}, {"labels": {"x.png": "cat"}}, match=r"labels\['x.png'\] = 'cat': expected a non-negative integer")
+    _expect(tmp_path, {"x.png": good}, {"camera_angles": {"x.png": [0, 0, 0]}}, match=r"every camera angle is zero")
+    _expect(tmp_path, {}, match=r"no images found")
+    with pytest.raises(DatasetError, match=r"missing.zip: dataset not found"):
+        ImageDataset(tmp_path / "missing.zip")
+
+
+def test_truncated_image_fails_on_read_naming_the_file(tmp_path):
+    full = png(32, 32)
+    ds = ImageDataset(make_zip(tmp_path / "t.zip", {"x.png": full[: len(full) // 2]}))
+    with pytest.raises(DatasetError, match=r"t.zip:x.png: corrupt, truncated or not an image"):
+        ds[0]
+
+
+def test_parquet_missing_columns(tmp_path):
+    (tmp_path / "p").mkdir()
+    pq.write_table(pa.table({"image": [b"x"], "path": ["a"]}), tmp_path / "p" / "part-0.parquet")
+    with pytest.raises(DatasetError, match=r"part-0.parquet: Parquet file lacks column\(s\) yaw, pitch, roll, label"):
+        open_dataset(str(tmp_path / "p"))
+
+
+def test_validate_reports_every_problem_in_one_pass(tmp_path):
+    files = {"ok.png": png(), "big.png": png(16, 16), "bad.png": b"garbage", "readme.doc": b"hi",
+             "wide.png": png(8, 4)}
+    meta = {"camera_angles": {"ok.png": [9.0, 1.0, 0.0]}, "labels": {"ok.png": 1.5}}
+    path = make_zip(tmp_path / "v.zip", files, meta)
+    rep = validate(str(path), need_poses=True, png=str(tmp_path / "cams.png"))
+    text = "\n".join(rep.problems)
+    for needle in ("bad.png", "readme.doc: not an image", "mixed image sizes", "wide.png: image is 8x4",
+                   "yaw 9.0 is outside", "labels['ok.png'] = 1.5", "camera poses are required"):
+        assert needle in text, needle
+    assert not rep.ok and (tmp_path / "cams.png").is_file()
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "validate", str(path)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "usable: NO" in res.stdout
+
+
+def test_validate_a_good_dataset_summarises_it(synthetic_zip, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "validate", str(synthetic_zip),
+                          "--require-poses", "--png", str(tmp_path / "c.png")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+    assert "images: 48" in res.stdout and "resolution: 32x32" in res.stdout and "mean pose: yaw" in res.stdout
+    assert Image.open(tmp_path / "c.png").size[0] > 100

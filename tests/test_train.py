@@ -1,0 +1,160 @@
+"""Single runs on a real local Ray Train cluster: train, report, checkpoint, resume (with another worker
+count), survive a killed worker, stop gracefully on SIGTERM, log to an offline W&B run, fail fast."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import gan3d
+from gan3d.config import load_config
+from gan3d.errors import ConfigError
+from gan3d.track.store import read_metrics
+from gan3d.track.wandb_reader import find_run_file, history
+from gan3d.training.checkpoint import read_checkpoint
+from conftest import SMOKE, TINY
+
+
+def tiny(*extra):
+    return load_config(SMOKE, TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return gan3d.train(tiny(), out=str(out), name="smoke1"), out
+
+
+def test_smoke_run_trains_reports_and_checkpoints(first_run):
+    res, out = first_run
+    assert res.stop_reason == "done" and res.kimg >= 0.048 and res.metric == "swd"
+    assert res.run_dir == out / "smoke1" and res.best_checkpoint is not None and res.best_metric > 0
+    ck = read_checkpoint(res.latest_checkpoint)
+    assert ck.counters.cur_nimg == 48 and set(ck.state) >= {"model/G", "model/D", "model/G_ema", "model/augment",
+                                                             "optim/G", "optim/D", "rng"}
+    df = read_metrics(res.run_dir)
+    assert list(df["kimg"]) == sorted(df["kimg"]) and df["kimg"].iloc[-1] == pytest.approx(0.048)
+    for col in ("loss_G", "loss_D_real", "loss_D_fake", "augment_p", "patch_beta", "sec_per_kimg", "swd"):
+        assert col in df and df[col].notna().any(), col
+    assert df["r1_penalty"].notna().any()  # lazy R1 ran
+    samples = sorted(p.name for p in (res.run_dir / "samples").iterdir())
+    assert any(s.startswith("grid_") for s in samples) and any(s.endswith(".gif") for s in samples)
+    G = gan3d.load_generator(res.best_checkpoint)
+    with torch.no_grad():
+        img = G(torch.randn(1, G.cfg.z_dim), None, torch.tensor([[1.57, 1.3, 0.0]]))
+    assert img.shape == (1, 3, 32, 32)
+
+
+def test_wandb_offline_run_holds_scalars_and_media(first_run):
+    res, _ = first_run
+    rows = history(find_run_file(res.run_dir))
+    assert len(rows) == len(read_metrics(res.run_dir))
+    assert all("loss_G" in r and "kimg" in r for r in rows)
+    assert any("swd" in r for r in rows)
+    assert any(r.get("samples/grid/_type") == "image-file" for r in rows)
+    assert any(r.get("samples/orbit/_type") == "video-file" for r in rows)
+
+
+def test_rerun_resumes_at_the_right_kimg_with_two_workers(first_run):
+    res, out = first_run
+    before = read_metrics(res.run_dir)
+    again = gan3d.train(tiny("training.kimg=0.096"), out=str(out), name="smoke1", workers=2)
+    assert again.stop_reason == "done" and again.kimg == pytest.approx(0.096)
+    df = read_metrics(res.run_dir)
+    new = df[df["kimg"] > 0.048 + 1e-9]
+    assert len(df) > len(before) and new["kimg"].min() == pytest.approx(0.064)  # continues, not restarts
+    assert list(df["kimg"]) == sorted(df["kimg"])
+    ck = read_checkpoint(again.latest_checkpoint)
+    assert ck.counters.cur_nimg == 96 and ck.cfg.training.batch == 8 and ck.cfg.run.workers == 2
+    # the schedules continue from kimg, not from zero
+    assert new["patch_beta"].iloc[0] == pytest.approx(0.001 + 0.799 * 0.064 / 2)
+    # a finished run rerun does nothing and says so
+    done = gan3d.train(tiny("training.kimg=0.096"), out=str(out), name="smoke1")
+    assert done.stop_reason == "done" and done.kimg == pytest.approx(0.096)
+    assert len(read_metrics(res.run_dir)) == len(df)
+
+
+def _train_worker_pids():
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_killed_worker_is_survived(ray_session, tmp_path):
+    cfg = tiny("training.kimg=0.4", "training.tick_kimg=0.016", "training.metric_kimg=10", "training.image_kimg=10",
+               "run.max_failures=2")
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(res=gan3d.train(cfg, out=str(tmp_path), name="kill")))
+    thread.start()
+    snapshot = tmp_path / "kill" / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (snapshot.exists() and '"checkpoint_' in snapshot.read_text()):
+        time.sleep(0.5)
+    time.sleep(2.5)  # let the controller register a checkpoint beyond the first
+    pids = _train_worker_pids()
+    assert pids, "no Ray Train worker found"
+    killed_at = read_metrics(tmp_path / "kill")["kimg"].max()
+    os.kill(pids[0], signal.SIGKILL)
+    thread.join(timeout=300)
+    res = box["res"]
+    assert res.stop_reason == "done" and res.kimg == pytest.approx(0.4)
+    df = read_metrics(tmp_path / "kill")
+    assert killed_at < 0.4 and df["kimg"].max() == pytest.approx(0.4)
+    assert list(df["kimg"]) == sorted(df["kimg"])  # replayed ticks after the restart replace the lost ones
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_exits_nonzero(ray_session, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *TINY, "training.kimg=50",
+           "training.snap_kimg=100", "--out", str(tmp_path), "--name", "term", "--address", address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until training ticks
+        lines.append(line)
+        if "tick 1 " in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)
+    text = "".join(lines) + out
+    assert proc.returncode == 130, text[-3000:]
+    assert "stopped on request; checkpoint written" in text
+    ckpts = sorted(p for p in (tmp_path / "term").glob("checkpoint_*") if p.is_dir())
+    assert ckpts, "no checkpoint after SIGTERM"
+    assert 0 < read_checkpoint(ckpts[-1]).counters.kimg < 50
+
+
+def test_invalid_config_or_missing_dataset_fails_before_ray(tmp_path):
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "dataset.path=/no/such.zip",
+                          "--out", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "gan3d: error: /no/such.zip: dataset not found" in res.stderr
+    assert "Ray" not in res.stdout + res.stderr and time.time() - t0 < 60
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "training.lr_g=-1"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "training.lr_g' = -1.0 is not allowed: expected > 0" in res.stderr
+    with pytest.raises(ConfigError, match="multiple of the number of workers"):
+        gan3d.train(tiny("training.batch=6"), workers=4, out=str(tmp_path))
+
+
+def test_absurd_learning_rate_is_detected_and_stops(tmp_path, synthetic_zip, capsys):
+    from gan3d.training.loop import training_loop
+    from gan3d.training.session import LocalSession
+
+    cfg = tiny("training.lr_g=100", "training.lr_d=100", "training.kimg=2", "training.tick_kimg=0.032",
+               "training.stop_on_divergence=true", "logging.wandb=false", "metrics.metrics=[]")
+    row = training_loop(cfg, tmp_path, LocalSession(tmp_path), str(synthetic_zip), "div")
+    assert row["stop_reason"] == "diverged" and row["kimg"] < 2
+    assert "gan3d WARNING: training looks diverged" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "latest.json").is_file()  # the state at divergence is kept
