@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--require-poses", action="store_true", help="every image must have a camera pose")
     q.add_argument("--png", help="write the camera distribution plot here (default: PATH-cameras.png)")
 
+    q = dsub.add_parser("bench", help="images per second the DataLoader delivers from a dataset")
+    q.add_argument("path")
+    q.add_argument("--batch", type=int, default=64)
+    q.add_argument("--loader-workers", type=int, default=2)
+    q.add_argument("--images", type=int, default=4000)
+
     p = sub.add_parser("download-inception", help="fetch the standard FID Inception weights (needs internet)")
     p.add_argument("--dest", help="file to write (default: ~/.cache/gan3d/)")
 
@@ -119,6 +125,12 @@ def _dataset(args) -> int:
         for line in meta.pop("report", []):
             print(line)
         print(f"gan3d: wrote {meta['num_images']} images ({meta['resolution']}px) to {args.dst}")
+        return 0
+    if args.dataset_command == "bench":
+        from gan3d.data.throughput import loader_throughput
+
+        rate = loader_throughput(args.path, args.batch, args.loader_workers, args.images)
+        print(f"gan3d: {args.path}: {rate:,.0f} img/s (batch {args.batch}, {args.loader_workers} loader workers)")
         return 0
     from gan3d.data.validate import validate
 

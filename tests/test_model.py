@@ -90,3 +90,22 @@ def test_cli_help_lists_commands_and_not_yet_ones():
         assert cmd in out
     res = subprocess.run([sys.executable, "-m", "gan3d.cli", "sweep", "x.yaml"], capture_output=True, text=True)
     assert res.returncode == 2 and "issue 5" in res.stderr
+
+
+def test_background_and_white_back_show_through_empty_space(smoke_cfg):
+    from gan3d import config as config_mod
+    torch.manual_seed(0)
+    z, angles = torch.randn(1, 64), torch.tensor([[1.57, 1.3, 0.0]])
+    for overrides, expect_white in ((["model.generator.render.white_back=true"], True),
+                                    (["model.generator.bg.enabled=true", "model.generator.bg.hidden_dim=16"], False)):
+        G = build_generator(config_mod.replace(smoke_cfg, overrides)).eval()
+        with torch.no_grad():
+            G.decoder.out.bias[3] = -80.0  # no density anywhere: only the background remains
+            img = G(z, None, angles)
+        if expect_white:
+            assert torch.allclose(img, torch.ones_like(img), atol=1e-4)
+        else:
+            assert img.std() > 0 and torch.isfinite(img).all()
+            G.background = None  # the same generator without its background renders black
+            with torch.no_grad():
+                assert torch.allclose(G(z, None, angles), -torch.ones_like(img), atol=1e-4)

@@ -33,11 +33,16 @@ def laplacian_pyramid(images: torch.Tensor, num_levels: int) -> list[torch.Tenso
     return levels
 
 
-def descriptors(level: torch.Tensor, per_image: int, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random size x size neighbourhoods: [N, C, H, W] -> [N * per_image, C * size * size]."""
+def positions(N: int, H: int, W: int, per_image: int, size: int, rng: np.random.Generator):
+    """Top-left corners of random neighbourhoods: ys, xs [N, per_image]."""
+    return (torch.as_tensor(rng.integers(0, H - size + 1, size=(N, per_image))),
+            torch.as_tensor(rng.integers(0, W - size + 1, size=(N, per_image))))
+
+
+def descriptors(level: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, size: int) -> torch.Tensor:
+    """size x size neighbourhoods at (ys, xs): [N, C, H, W] -> [N * per_image, C * size * size]."""
     N, C, H, W = level.shape
-    ys = torch.as_tensor(rng.integers(0, H - size + 1, size=(N, per_image)))
-    xs = torch.as_tensor(rng.integers(0, W - size + 1, size=(N, per_image)))
+    per_image = ys.shape[1]
     off = torch.arange(size)
     rows = (ys[..., None] + off)[..., :, None].expand(N, per_image, size, size)  # [N, P, s, s]
     cols = (xs[..., None] + off)[..., None, :].expand(N, per_image, size, size)
@@ -72,7 +77,9 @@ def swd(reals: torch.Tensor, fakes: torch.Tensor, seed: int = 0, per_image: int 
     out: dict[str, float] = {}
     for i, (lr, lf) in enumerate(zip(laplacian_pyramid(reals, num_levels), laplacian_pyramid(fakes, num_levels))):
         s = min(size, lr.shape[-1])
-        da, db = descriptors(lr, per_image, s, rng), descriptors(lf, per_image, s, rng)
+        # the same positions in both sets: identical sets give exactly 0, and sampling noise cancels
+        ys, xs = positions(lr.shape[0], lr.shape[2], lr.shape[3], per_image, s, rng)
+        da, db = descriptors(lr, ys, xs, s), descriptors(lf, ys, xs, s)
         C = lr.shape[1]
         both = torch.cat([da, db]).reshape(-1, C, s * s)  # normalise each colour channel over both sets
         mean, std = both.mean(dim=[0, 2], keepdim=True), both.std(dim=[0, 2], keepdim=True) + 1e-8
