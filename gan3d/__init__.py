@@ -18,6 +18,12 @@ def train(cfg, **kwargs):
     return _train(cfg, **kwargs)
 
 
+def sweep(spec, overrides=(), **kwargs):
+    """Run or resume a Ray Tune sweep (a sweep YAML path or a parsed Sweep); see gan3d.orchestrate.sweep."""
+    from gan3d.orchestrate.sweep import sweep as _sweep
+    return _sweep(spec, overrides, **kwargs)
+
+
 def load_generator(checkpoint, device="cpu", ema: bool = True):
     """G_ema (or G) from a checkpoint directory, in eval mode."""
     from gan3d.nn import build_generator
@@ -29,5 +35,5 @@ def load_generator(checkpoint, device="cpu", ema: bool = True):
     return G.eval().requires_grad_(False).to(device)
 
 
-__all__ = ["ExperimentConfig", "load_config", "train", "load_generator", "Gan3dError", "ConfigError",
+__all__ = ["ExperimentConfig", "load_config", "train", "sweep", "load_generator", "Gan3dError", "ConfigError",
            "DatasetError", "CheckpointError"]

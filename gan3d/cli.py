@@ -9,13 +9,19 @@ from typing import Optional, Sequence
 from gan3d.errors import Gan3dError
 
 NOT_YET = {
-    "sweep": "Ray Tune sweeps arrive with issue 5 (sweeps on Ray Tune)",
     "eval": "evaluation of checkpoints arrives with issue 6 (evaluation, rendering and reports)",
     "render": "rendering grids, videos and meshes arrives with issue 6",
     "report": "comparison reports arrive with issue 6",
     "submit": "Ray Jobs submission arrives with issue 7 (cluster)",
-    "bench": "the benchmark arrives with issue 8 (performance)",
 }
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--out", help="output root; the run dir is OUT/NAME (default: run.out)")
     p.add_argument("--name", help="run name (default: the experiment file's stem)")
+
+    p = sub.add_parser("sweep", help="a Ray Tune sweep; each trial a Ray Train run; resumable")
+    p.add_argument("sweep", help="sweep YAML, e.g. experiments/sweeps/smoke.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value: sweep keys (num_samples=2, scheduler.kind=asha) "
+                                                "or experiment keys (training.kimg=1)")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (also automatic on rerun)")
+
+    p = sub.add_parser("bench", help="throughput and memory of a config on this hardware")
+    _experiment_args(p)
+    p.add_argument("--iters", type=int, default=5, help="timed iterations after warm-up")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--mode", choices=["train", "generate"], default="train")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--workers", type=int, default=1, help="also measure gloo scaling over N processes")
+    p.add_argument("--plan", action="store_true", help="find the largest batch_gpu that fits memory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = sub.add_parser("describe", help="print the resolved config and model sizes")
     _experiment_args(p)
@@ -93,6 +116,42 @@ def _train(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from gan3d.orchestrate.sweep import sweep
+
+    res = sweep(args.sweep, args.overrides, address=args.address, resume=args.resume)
+    if res.trials is not None:
+        cols = [c for c in res.trials.columns if c.startswith(("config/", "best/")) or c in ("trial_id", "status", "kimg")]
+        print(res.trials[cols].to_string(index=False))
+    print(f"gan3d: sweep {res.sweep_dir}: best trial {res.best_trial} ({res.metric}); run {res.best_run_dir}; "
+          f"checkpoint {res.best_checkpoint}")
+    return 0
+
+
+def _bench(args) -> int:
+    import json
+
+    from gan3d import bench
+    from gan3d.config import load_config
+
+    cfg = load_config(args.experiment, args.overrides)
+    if args.plan:
+        plan = bench.plan_batch(cfg, args.device)
+        print(json.dumps(plan, indent=1) if args.json else
+              f"gan3d: largest batch_gpu that fits {plan['budget_gb']:.1f} GB: {plan['batch_gpu']} "
+              f"(accumulation {plan['accumulation']}); peak GB by batch {plan['peak_gb_by_batch']}")
+        return 0
+    if args.mode == "generate":
+        res = bench.bench_generate(cfg, args.iters, args.device)
+    else:
+        res = bench.bench_train(cfg, args.iters, args.warmup, args.device)
+    if args.workers > 1:
+        res.workers = args.workers
+        _, res.scaling_efficiency = bench.bench_scaling(cfg, args.workers, args.iters)
+    print(bench.to_json(res) if args.json else "\n".join(res.lines()))
+    return 0
+
+
 def _describe(args) -> int:
     from gan3d import config as config_mod
     from gan3d.nn import build_discriminator, build_generator, count_parameters
@@ -147,6 +206,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "bench":
+            return _bench(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "describe":
             return _describe(args)
         if args.command == "dataset":

@@ -76,44 +76,43 @@ def _ensure_ray(address: Optional[str]) -> None:
     ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True)
 
 
-def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker: Optional[float] = None,
-          address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None) -> RunResult:
-    """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster)."""
-    overrides = []
-    if workers is not None:
-        overrides.append(f"run.workers={workers}")
-    if gpus_per_worker is not None:
-        overrides.append(f"run.gpus_per_worker={gpus_per_worker}")
-    if out is not None:
-        overrides.append(f"run.out={out}")
-    if name is not None:
-        overrides.append(f"run.name={name}")
+def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=None, name=None) -> ExperimentConfig:
+    """Apply the command-line level settings to the config and check the batch split."""
+    overrides = [f"{k}={v}" for k, v in (("run.workers", workers), ("run.gpus_per_worker", gpus_per_worker),
+                                         ("run.out", out), ("run.name", name)) if v is not None]
     cfg = config_mod.replace(cfg, overrides) if overrides else cfg
     if not cfg.run.name:
         cfg = config_mod.replace(cfg, ["run.name=run"])
     check_batch(cfg, cfg.run.workers)
-    out_dir = Path(cfg.run.storage_path or cfg.run.out).expanduser().resolve()
-    run_dir = out_dir / cfg.run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = prepare_dataset(cfg, run_dir)
+    return cfg
 
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from gan3d.metrics import main_metric
-    from gan3d.metrics.inception import weights_path
+def worker_env(cfg: ExperimentConfig) -> dict:
     from gan3d.track.wandb_run import resolve_mode
 
-    _ensure_ray(address)
-    metric = main_metric(cfg.metrics.metrics, weights_path(cfg.metrics.inception_weights) is not None)
-    stop_flag = _stop_flag(cfg.run.name)
     env = {"WANDB_MODE": resolve_mode(cfg.logging), "PYTHONUNBUFFERED": "1"}
     for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_API_KEY", "WANDB_DIR"):
         if os.environ.get(key):
             env[key] = os.environ[key]
+    return env
+
+
+def ranking_metric(cfg: ExperimentConfig) -> Optional[str]:
+    from gan3d.metrics import main_metric
+    from gan3d.metrics.inception import weights_path
+
+    return main_metric(cfg.metrics.metrics, weights_path(cfg.metrics.inception_weights) is not None)
+
+
+def make_trainer(cfg: ExperimentConfig, storage: Path, dataset: str, callbacks=(), env: Optional[dict] = None):
+    """The TorchTrainer of one run: run dir = storage / cfg.run.name (Train's checkpoints beside ours)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    metric = ranking_metric(cfg)
+    run_dir = storage / cfg.run.name
     gpus = cfg.run.gpus_per_worker
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": config_mod.to_dict(cfg), "run_dir": str(run_dir), "dataset": dataset,
                            "run_name": cfg.run.name, "run_id": _run_id(run_dir),
@@ -122,20 +121,36 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker,
                                                            **({"GPU": gpus} if gpus > 0 else {})}),
         run_config=RunConfig(
-            name=cfg.run.name, storage_path=str(out_dir),
+            name=cfg.run.name, storage_path=str(storage), callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep,
                                                checkpoint_score_attribute=metric,
                                                checkpoint_score_order="min" if metric else "max"),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            worker_runtime_env={"env_vars": env}),
+            worker_runtime_env={"env_vars": env or worker_env(cfg)}),
     )
+
+
+def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker: Optional[float] = None,
+          address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None) -> RunResult:
+    """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster)."""
+    cfg = resolve_run(cfg, workers, gpus_per_worker, out, name)
+    out_dir = Path(cfg.run.storage_path or cfg.run.out).expanduser().resolve()
+    run_dir = out_dir / cfg.run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
+
+    import ray
+
+    _ensure_ray(address)
+    stop_flag = _stop_flag(cfg.run.name)
+    trainer = make_trainer(cfg, out_dir, dataset)
     previous = _install_stop_handlers(stop_flag)
     try:
         result = trainer.fit()
     finally:
         _restore_handlers(previous)
         ray.kill(stop_flag)
-    return _run_result(result, run_dir, metric)
+    return _run_result(result, run_dir, ranking_metric(cfg))
 
 
 def _run_id(run_dir: Path) -> str:

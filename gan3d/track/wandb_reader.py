@@ -67,3 +67,14 @@ def find_run_file(run_dir: str | Path) -> Path:
     if not files:
         raise FileNotFoundError(f"{run_dir}: no offline W&B run file (wandb/offline-run-*/run-*.wandb)")
     return files[-1]
+
+
+def run_info(path: str | Path) -> dict:
+    """Name, group, tags and config of the run (from its first run record)."""
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "run":
+            run = rec.run
+            config = {item.key: json.loads(item.value_json) for item in run.config.update}
+            return {"id": run.run_id, "name": run.display_name, "group": run.run_group, "tags": list(run.tags),
+                    "config": config}
+    raise ValueError(f"{path}: no run record")

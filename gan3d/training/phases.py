@@ -86,7 +86,8 @@ def _fake_inputs(parts: GanParts, batch: Batch, device):
 def run_G(parts: GanParts, z, labels, angles, cond, patch: Patch, kimg: float) -> torch.Tensor:
     r = parts.cfg.model.generator.render
     noise = schedules.density_noise(kimg, r.density_noise_std, r.density_noise_kimg)
-    return parts.G(z, labels, angles, patch=patch, resolution=parts.cfg.training.patch.resolution,
+    with torch.profiler.record_function("gan3d::generator"):  # labels for `gan3d bench`'s time shares
+        return parts.G(z, labels, angles, patch=patch, resolution=parts.cfg.training.patch.resolution,
                    noise_mode="random", density_noise=noise, cond_angles=cond)
 
 
@@ -94,7 +95,8 @@ def run_D(parts: GanParts, images, patch: Patch, labels, angles, kimg: float) ->
     t = parts.cfg.training
     images = gaussian_blur(images, schedules.blur_sigma(kimg, t.blur_sigma, t.blur_fade_kimg))
     images = parts.augment(images)
-    return parts.D(images, patch.as_vector(), labels, angles)
+    with torch.profiler.record_function("gan3d::discriminator"):
+        return parts.D(images, patch.as_vector(), labels, angles)
 
 
 def phase_loss(phase: Phase, parts: GanParts, batch: Batch, kimg: float) -> tuple[torch.Tensor, dict[str, float]]:
@@ -165,11 +167,13 @@ def run_phase(phase: Phase, parts: GanParts, optimizer: torch.optim.Optimizer, m
     totals: dict[str, float] = {}
     for mb in micro_batches:
         loss, stats = phase_loss(phase, parts, mb, kimg)
-        loss.div(len(micro_batches)).backward()
+        with torch.profiler.record_function("gan3d::backward"):
+            loss.div(len(micro_batches)).backward()
         for k, v in stats.items():
             totals[k] = totals.get(k, 0.0) + v / len(micro_batches)
     totals[f"nonfinite_grads_{phase.net}"] = float(sanitize_and_sync_grads(net))
-    optimizer.step()
+    with torch.profiler.record_function("gan3d::optimizer"):
+        optimizer.step()
     net.requires_grad_(False)
     return totals
 

@@ -1,0 +1,221 @@
+"""`gan3d bench`: throughput and memory of a config on this hardware.
+
+Training mode times whole iterations exactly as the loop runs them (every phase whose interval divides
+the step, so lazy R1 costs what it costs in training), after a warm-up, on random real batches (data
+loading is measured separately by `gan3d dataset bench`). Generation mode times full-resolution G_ema
+rendering with chunking, the cost of a 50k-image evaluation. Shares of time come from the profiler's
+gan3d::generator / discriminator / backward / optimizer scopes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from gan3d.config import ExperimentConfig
+from gan3d.nn import build_discriminator, build_generator
+from gan3d.training.augment import AugmentPipe
+from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase
+
+SCOPES = ("gan3d::generator", "gan3d::discriminator", "gan3d::backward", "gan3d::optimizer")
+
+
+@dataclass
+class BenchResult:
+    mode: str
+    device: str
+    threads: int
+    iterations: int
+    batch: int
+    img_per_s: float  # total images / total time (lazy R1 included at its interval)
+    img_per_s_median: float  # batch / median iteration time
+    sec_per_kimg: float
+    peak_memory_gb: float
+    shares: dict = field(default_factory=dict)  # fraction of profiled time per scope
+    paths: dict = field(default_factory=dict)  # which implementation each op took
+    workers: int = 1
+    scaling_efficiency: Optional[float] = None
+
+    def lines(self) -> list[str]:
+        out = [f"mode {self.mode} on {self.device} ({self.threads} threads), batch {self.batch}, "
+               f"{self.iterations} iterations",
+               f"throughput: {self.img_per_s:.3f} img/s ({self.sec_per_kimg:.1f} s/kimg); "
+               f"median iteration {self.img_per_s_median:.3f} img/s",
+               f"peak memory: {self.peak_memory_gb:.2f} GB"]
+        if self.shares:
+            out.append("time shares: " + ", ".join(f"{k.split('::')[1]} {v:.0%}" for k, v in self.shares.items()))
+        out.append("op paths: " + ", ".join(f"{k}={v}" for k, v in self.paths.items()))
+        if self.scaling_efficiency is not None:
+            out.append(f"{self.workers} workers: scaling efficiency {self.scaling_efficiency:.0%} vs one worker")
+        return out
+
+
+def op_paths() -> dict:
+    """The implementation every hot op takes (only the pure PyTorch reference path exists so far)."""
+    return {"modulated_conv": "grouped-conv (pytorch)", "upfirdn2d": "depthwise-conv (pytorch)",
+            "bias_act": "pytorch", "triplane_sample": "grid_sample (pytorch)", "volume_integrate": "pytorch"}
+
+
+def _peak_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
+    torch.manual_seed(0)
+    G = build_generator(cfg).to(device).train().requires_grad_(False)
+    D = build_discriminator(cfg).to(device).train().requires_grad_(False)
+    t = cfg.training
+    parts = GanParts(cfg, G, D, AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device),
+                     np.random.default_rng(0))
+    res = cfg.dataset.resolution
+    c_dim = cfg.dataset.c_dim if cfg.dataset.use_labels else 0
+    gen = torch.Generator().manual_seed(1)
+    reals = Batch((torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device),
+                  torch.tensor([[cfg.dataset.camera.yaw_mean, cfg.dataset.camera.pitch_mean, 0.0]] * batch).to(device),
+                  torch.nn.functional.one_hot(torch.arange(batch) % max(c_dim, 1), max(c_dim, 1))[:, :c_dim].float().to(device))
+    return parts, make_optimizers(cfg, G, D), make_phases(t), reals
+
+
+def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: str = "cpu", batch: Optional[int] = None,
+                profile: bool = True) -> BenchResult:
+    dev = torch.device(device)
+    t = cfg.training
+    batch = batch or t.batch
+    batch_gpu = t.batch_gpu or batch
+    parts, opts, phases, reals = _setup(cfg, dev, batch)
+    micro = [Batch(i, a, c) for i, a, c in zip(reals.images.split(batch_gpu), reals.angles.split(batch_gpu),
+                                               reals.labels.split(batch_gpu))]
+    kimg = t.patch.anneal_kimg / 2  # mid-training patch scales
+
+    def step(i: int) -> None:
+        for phase in phases:
+            if i % phase.interval == 0:
+                run_phase(phase, parts, opts[phase.net], micro, kimg)
+
+    # lazy R1 runs on steps 0, interval, ...: time the steps in that proportion
+    reg = max((p.interval for p in phases), default=1)
+    for i in range(warmup):
+        step(i + 1)  # warm-up without R1
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for i in range(iters):
+        t0 = time.perf_counter()
+        step(i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    # amortised: one R1 step (i = 0) per `reg` steps, the others as measured without R1
+    plain = times[1:] or times
+    per_iter = (times[0] + statistics.median(plain) * (reg - 1)) / reg if reg > 1 else statistics.mean(times)
+    shares = _profile_shares(step, dev) if profile else {}
+    return BenchResult("train", str(dev), torch.get_num_threads(), iters, batch, batch / per_iter,
+                       batch / statistics.median(times), per_iter / batch * 1000, _peak_gb(dev), shares, op_paths())
+
+
+def _profile_shares(step, dev: torch.device) -> dict:
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's own log lines off the terminal
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        step(0)  # an R1 step: every scope appears
+    totals = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key in SCOPES}
+    whole = sum(totals.values()) or 1.0
+    return {k: totals.get(k, 0.0) / whole for k in SCOPES}
+
+
+@torch.no_grad()
+def bench_generate(cfg: ExperimentConfig, iters: int = 3, device: str = "cpu", batch: int = 4) -> BenchResult:
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    G = build_generator(cfg).to(dev).eval()
+    c_dim = G.c_dim
+    angles = torch.tensor([[cfg.dataset.camera.yaw_mean, cfg.dataset.camera.pitch_mean, 0.0]] * batch).to(dev)
+    c = torch.zeros(batch, c_dim).to(dev) if c_dim else None
+    G(torch.randn(batch, G.cfg.z_dim).to(dev), c, angles)  # warm-up
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        G(torch.randn(batch, G.cfg.z_dim).to(dev), c, angles)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    rate = batch / statistics.median(times)
+    return BenchResult("generate", str(dev), torch.get_num_threads(), iters, batch, batch * iters / sum(times), rate,
+                       1000 / rate, _peak_gb(dev), {}, op_paths())
+
+
+def _worker(rank: int, world: int, cfg_dict: dict, iters: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from gan3d.config import from_dict
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg = from_dict(cfg_dict)
+    res = bench_train(cfg, iters=iters, batch=cfg.training.batch // world, profile=False)
+    rate = torch.tensor([res.img_per_s])
+    dist.all_reduce(rate)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump({"img_per_s": float(rate[0])}, f)
+    dist.destroy_process_group()
+
+
+def bench_scaling(cfg: ExperimentConfig, workers: int, iters: int = 3) -> tuple[float, float]:
+    """(img/s with `workers` gloo processes, efficiency vs 1 process), each process one thread."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from gan3d.config import to_dict
+
+    rates = []
+    for w in (1, workers):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            mp.spawn(_worker, args=(w, to_dict(cfg), iters, 29500 + w, f.name), nprocs=w, join=True)
+            rates.append(json.load(open(f.name))["img_per_s"])
+    return rates[1], rates[1] / (workers * rates[0])
+
+
+def plan_batch(cfg: ExperimentConfig, device: str = "cpu", budget_gb: Optional[float] = None) -> dict:
+    """The largest per-worker micro-batch (batch_gpu) whose training step fits memory, and the accumulation
+    that keeps the total batch. CUDA: tried for real until out-of-memory; CPU: peak RSS against MemAvailable."""
+    dev = torch.device(device)
+    per_worker = cfg.training.batch // cfg.run.workers
+    if budget_gb is None:
+        if dev.type == "cuda":
+            budget_gb = torch.cuda.get_device_properties(dev).total_memory / 2**30 * 0.9
+        else:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            budget_gb = int(info["MemAvailable"].split()[0]) / 2**20 * 0.8
+    best, tried = 0, {}
+    b = 1
+    while b <= per_worker:
+        if per_worker % b == 0:
+            try:
+                res = bench_train(cfg, iters=1, warmup=0, device=device, batch=b, profile=False)
+                tried[b] = res.peak_memory_gb
+                if res.peak_memory_gb > budget_gb:
+                    break
+                best = b
+            except torch.cuda.OutOfMemoryError:
+                break
+        b *= 2
+    return {"batch_gpu": best, "accumulation": per_worker // best if best else None, "budget_gb": budget_gb,
+            "peak_gb_by_batch": tried}
+
+
+def to_json(res: BenchResult) -> str:
+    return json.dumps(asdict(res), indent=1)

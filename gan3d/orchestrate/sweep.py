@@ -1,0 +1,217 @@
+"""Sweeps on Ray Tune: every trial is a full Ray Train run launched from a Tune function trainable
+(Ray's Train-inside-Tune pattern; RAY_NOTES.md has what was checked here).
+
+Per trial: a TorchTrainer named after the trial id (no timestamp, so `Tuner.restore` continues it from
+Train's own snapshot) under {sweep_dir}/runs/. A Train UserCallback puts rank 0's metrics and checkpoint
+path on a queue; the trainable forwards them with `ray.tune.report(..., checkpoint=...)`, which is what
+PBT needs to copy a strong trial's state. After an exploit the trial continues from the other trial's
+checkpoint (kimg, schedules and optimizer state intact) under a new Train run name, with its perturbed
+hyperparameters. The sweep dir holds trials.parquet (one row per trial, updated as trials report) and
+exploits.jsonl (one line per PBT exploit).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray import tune
+
+from gan3d import config as config_mod
+from gan3d.orchestrate import sweep_spec
+from gan3d.orchestrate.sweep_spec import Sweep, load_sweep, value_override
+
+MARKER = "gan3d_trial.json"
+TRIALS = "trials.parquet"
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    trials: Any  # pandas DataFrame, one row per trial
+    metric: str
+    best_trial: Optional[str]
+    best_run_dir: Optional[Path]
+    best_checkpoint: Optional[Path]
+
+
+def _forward_callback(queue):
+    from ray.train import UserCallback
+
+    class ForwardToTune(UserCallback):
+        """Runs in the Train controller: hands rank 0's report (and checkpoint path) to the trainable."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            queue.put({"metrics": dict(metrics[0]), "checkpoint": checkpoint.path if checkpoint else None})
+
+    return ForwardToTune()
+
+
+def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: str, group: str) -> None:
+    """The Tune function trainable: one Ray Train run with this trial's hyperparameters."""
+    from ray.util.queue import Empty, Queue
+
+    from gan3d.orchestrate.launch import make_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    sweep_dir = Path(sweep_dir)
+    tags = [f"{k.split('.')[-1]}={v}" for k, v in sorted(params.items())]
+    overrides = [value_override(k, v) for k, v in params.items()]
+    overrides += [f"logging.group={group}", f"logging.tags=[{','.join(tags)}]", f"dataset.path={dataset}"]
+    run_name, resume_from = trial_id, None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            marker = json.loads((Path(d) / MARKER).read_text())
+            if marker["trial"] == trial_id:  # the driver restarted: Train continues its own snapshot
+                run_name = marker["run_name"]
+            else:  # a PBT exploit: continue from another trial's state with our new hyperparameters
+                keep = sweep_dir / "exploits" / f"{trial_id}-{marker['kimg']:.3f}-{os.getpid()}"
+                shutil.copytree(d, keep, ignore=shutil.ignore_patterns(MARKER))
+                resume_from = keep
+                run_name = f"{trial_id}-from-{marker['trial']}-{marker['kimg']:.3f}"
+                with open(sweep_dir / "exploits.jsonl", "a") as f:
+                    f.write(json.dumps({"trial": trial_id, "source_trial": marker["trial"], "kimg": marker["kimg"],
+                                        "checkpoint": str(keep), "run_name": run_name, "params": params}) + "\n")
+    if resume_from is not None:
+        overrides.append(f"training.resume={resume_from}")
+    cfg = config_mod.replace(config_mod.from_dict(base), overrides + [f"run.name={run_name}"])
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    trainer = make_trainer(cfg, sweep_dir / "runs", dataset, callbacks=[_forward_callback(queue)])
+    outcome: dict = {}
+
+    def fit():
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as e:  # re-raised in the trainable's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    last_metric = None
+    while thread.is_alive() or not queue.empty():
+        try:
+            item = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        m = {k: v for k, v in item["metrics"].items() if isinstance(v, (int, float))}
+        last_metric = m.get(metric, last_metric)
+        if last_metric is None:
+            continue  # schedulers compare the metric: forward from its first value on
+        m[metric] = last_metric
+        m["run_name"] = run_name
+        if item["checkpoint"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copytree(item["checkpoint"], tmp, dirs_exist_ok=True)
+                (Path(tmp) / MARKER).write_text(json.dumps({"trial": trial_id, "run_name": run_name,
+                                                            "kimg": m.get("kimg", 0.0)}))
+                tune.report(m, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(m)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+class TrialsTable(tune.Callback):
+    """Keeps trials.parquet: one row per trial with its hyperparameters, status and metrics."""
+
+    def __init__(self, path: str, metric: str, mode: str):
+        self.path, self.metric, self.mode = Path(path), metric, mode
+        self.rows = {r["trial_id"]: r for r in pq.read_table(self.path).to_pylist()} if self.path.is_file() else {}
+
+    def _update(self, trial, result: Optional[dict] = None, status: Optional[str] = None) -> None:
+        row = self.rows.setdefault(trial.trial_id, {"trial_id": trial.trial_id})
+        row.update({f"config/{k}": v for k, v in trial.config.items()})
+        row["status"] = status or trial.status
+        if result:
+            for k in ("kimg", "run_name"):
+                if k in result:
+                    row[k] = result[k]
+            for k in (self.metric, "loss_G", "loss_D_real", "loss_D_fake"):
+                if k in result:
+                    row[f"last/{k}"] = result[k]
+            v = result.get(self.metric)
+            if v is not None:
+                best = row.get(f"best/{self.metric}")
+                row[f"best/{self.metric}"] = v if best is None or (v < best if self.mode == "min" else v > best) else best
+        self._flush()
+
+    def _flush(self) -> None:
+        keys: list[str] = []
+        for r in self.rows.values():
+            keys += [k for k in r if k not in keys]
+        table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in self.rows.values()])
+        tmp = self.path.with_name(f".{TRIALS}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.path)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._update(trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._update(trial, status="TERMINATED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._update(trial, status="ERROR")
+
+
+def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume: bool = False) -> SweepResult:
+    """Run (or continue) a sweep; `spec` is a parsed Sweep or a sweep YAML path."""
+    import ray
+
+    from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset
+
+    if not isinstance(spec, Sweep):
+        spec = load_sweep(spec, overrides)
+    s, base, metric = spec.settings, spec.base, spec.metric
+    out = Path(s.out).expanduser().resolve()
+    sweep_dir = out / s.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    r = s.resources
+    base = config_mod.replace(base, [f"run.workers={r.workers}", f"run.cpus_per_worker={r.cpus_per_worker}",
+                                     f"run.gpus_per_worker={r.gpus_per_worker}"])
+    dataset = prepare_dataset(base, sweep_dir)
+    _ensure_ray(address)
+    fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=config_mod.to_dict(base), sweep_dir=str(sweep_dir), dataset=dataset,
+                             metric=metric, group=s.name),
+        {"cpu": 0.01})  # the trial driver only waits; its Train workers hold the real resources
+    if (resume or (sweep_dir / "tuner.pkl").exists()) and tune.Tuner.can_restore(str(sweep_dir)):
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=sweep_spec.param_space(s),
+            tune_config=tune.TuneConfig(metric=metric, mode=s.mode, scheduler=sweep_spec.scheduler(s, base, metric),
+                                        search_alg=sweep_spec.search_alg(s, metric), num_samples=s.num_samples,
+                                        max_concurrent_trials=min(s.max_concurrent_trials or fit, fit),
+                                        reuse_actors=False),
+            run_config=tune.RunConfig(name=s.name, storage_path=str(out),
+                                      callbacks=[TrialsTable(str(sweep_dir / TRIALS), metric, s.mode)],
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
+    results = tuner.fit()
+    return _sweep_result(results, sweep_dir, metric, s.mode)
+
+
+def _sweep_result(results, sweep_dir: Path, metric: str, mode: str) -> SweepResult:
+    trials = pq.read_table(sweep_dir / TRIALS).to_pandas() if (sweep_dir / TRIALS).is_file() else None
+    best_trial = best_run = best_ckpt = None
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope="all")
+        best_trial = best.metrics.get("trial_id")
+        if best.metrics.get("run_name"):
+            best_run = sweep_dir / "runs" / best.metrics["run_name"]
+        best_ckpt = Path(best.checkpoint.path) if best.checkpoint is not None else None
+    except (RuntimeError, ValueError, KeyError):
+        pass  # no trial reported the metric
+    return SweepResult(sweep_dir, trials, metric, best_trial, best_run, best_ckpt)
