@@ -58,9 +58,36 @@ class BenchResult:
 
 
 def op_paths() -> dict:
-    """The implementation every hot op takes (only the pure PyTorch reference path exists so far)."""
-    return {"modulated_conv": "grouped-conv (pytorch)", "upfirdn2d": "depthwise-conv (pytorch)",
+    """The implementation every hot op takes."""
+    from gan3d.nn import layers
+
+    return {"modulated_conv": "batched conv (pytorch)" if layers.BATCHED_MODCONV else "reference grouped conv (pytorch)",
+            "upfirdn2d": "strided depthwise conv (pytorch)" if layers.FAST_RESAMPLE else "reference upfirdn2d (pytorch)",
             "bias_act": "pytorch", "triplane_sample": "grid_sample (pytorch)", "volume_integrate": "pytorch"}
+
+
+FAST_PATHS = ("FAST_RESAMPLE", "BATCHED_MODCONV")  # switches in gan3d.nn.layers, each with a reference path
+
+
+def compare_fast_paths(cfg: ExperimentConfig, iters: int = 3, rounds: int = 2, device: str = "cpu") -> dict:
+    """img/s with every fast path off ('reference'), with each one alone, and all on ('fast'), alternated
+    round-robin in one process so drift of the machine hits every variant alike."""
+    from gan3d.nn import layers
+
+    variants = {"reference": ()} | {f"only {p}": (p,) for p in FAST_PATHS} | {"fast": FAST_PATHS}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    saved = {p: getattr(layers, p) for p in FAST_PATHS}
+    try:
+        for _ in range(rounds):
+            for name, on in variants.items():
+                for p in FAST_PATHS:
+                    setattr(layers, p, p in on)
+                rates[name].append(bench_train(cfg, iters=iters, device=device, profile=False).img_per_s)
+    finally:
+        for p, v in saved.items():
+            setattr(layers, p, v)
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    return {"img_per_s": med, "speedup_vs_reference": {k: v / med["reference"] for k, v in med.items()}, "runs": rates}
 
 
 def _peak_gb(device: torch.device) -> float:

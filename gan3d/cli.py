@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--workers", type=int, default=1, help="also measure gloo scaling over N processes")
     p.add_argument("--plan", action="store_true", help="find the largest batch_gpu that fits memory")
+    p.add_argument("--compare", action="store_true", help="reference ops vs fast paths, alternated in one run")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = sub.add_parser("describe", help="print the resolved config and model sizes")
@@ -140,6 +141,12 @@ def _bench(args) -> int:
         print(json.dumps(plan, indent=1) if args.json else
               f"gan3d: largest batch_gpu that fits {plan['budget_gb']:.1f} GB: {plan['batch_gpu']} "
               f"(accumulation {plan['accumulation']}); peak GB by batch {plan['peak_gb_by_batch']}")
+        return 0
+    if args.compare:
+        cmp = bench.compare_fast_paths(cfg, args.iters, device=args.device)
+        print(json.dumps(cmp, indent=1) if args.json else "\n".join(
+            f"{name:>24}: {rate:.3f} img/s ({cmp['speedup_vs_reference'][name]:.2f}x reference ops)"
+            for name, rate in cmp["img_per_s"].items()))
         return 0
     if args.mode == "generate":
         res = bench.bench_generate(cfg, args.iters, args.device)
