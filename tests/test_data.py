@@ -248,3 +248,13 @@ def test_validate_a_good_dataset_summarises_it(synthetic_zip, tmp_path):
     assert res.returncode == 0, res.stdout
     assert "images: 48" in res.stdout and "resolution: 32x32" in res.stdout and "mean pose: yaw" in res.stdout
     assert Image.open(tmp_path / "c.png").size[0] > 100
+
+
+def test_forked_loader_workers_read_a_zip_safely(synthetic_zip):
+    from gan3d.data import real_batches
+
+    ds = ImageDataset(synthetic_zip)
+    it = real_batches(ds, 16, rank=0, world=1, seed=0, num_workers=2)
+    for _ in range(6):  # more than an epoch: every worker reads the same archive concurrently
+        images, angles, labels = next(it)
+        assert images.shape == (16, 3, 32, 32)

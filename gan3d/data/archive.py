@@ -31,6 +31,7 @@ class Archive:
         if not self.path.exists():
             raise DatasetError(f"{self.path}: dataset not found (expected a .zip, a folder of images or a Parquet dir)")
         self._zip: Optional[zipfile.ZipFile] = None
+        self._pid = os.getpid()
         if self.path.is_file():
             try:
                 self._zip = zipfile.ZipFile(self.path)
@@ -47,6 +48,7 @@ class Archive:
     def __setstate__(self, state):
         self.path, self._names = state["path"], state["_names"]
         self._zip = zipfile.ZipFile(self.path) if state["_is_zip"] else None
+        self._pid = os.getpid()
 
     @property
     def names(self) -> list[str]:
@@ -61,6 +63,8 @@ class Archive:
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
+            if self._pid != os.getpid():  # a forked DataLoader worker must not share the parent's file offset
+                self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
             return self._zip.read(name)
         return (self.path / name).read_bytes()
 

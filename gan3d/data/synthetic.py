@@ -130,6 +130,7 @@ def make_synthetic(out: str | Path, n: int, resolution: int, camera: CameraConfi
                           "background": "white", "depth": "depth.npy: float16 [N, H, W] ray distance, 0 = none"},
             "preprocessing": {"source_resolution": resolution, "resize_filter": "none", "crop": "none"}}
     depth_bytes = _npy_bytes(np.stack(depths).astype(np.float16))
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     if out.suffix == ".zip":
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:

@@ -126,9 +126,19 @@ class TrialsTable(tune.Callback):
 
     def __init__(self, path: str, metric: str, mode: str):
         self.path, self.metric, self.mode = Path(path), metric, mode
-        self.rows = {r["trial_id"]: r for r in pq.read_table(self.path).to_pylist()} if self.path.is_file() else {}
+        self.rows: dict[str, dict] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        """Merge the table on disk once: after Tuner.restore this callback comes back as it was pickled
+        when the sweep started, and finished trials report nothing again."""
+        if not self._loaded and self.path.is_file():
+            for r in pq.read_table(self.path).to_pylist():
+                self.rows.setdefault(r["trial_id"], r)
+        self._loaded = True
 
     def _update(self, trial, result: Optional[dict] = None, status: Optional[str] = None) -> None:
+        self._load()
         row = self.rows.setdefault(trial.trial_id, {"trial_id": trial.trial_id})
         row.update({f"config/{k}": v for k, v in trial.config.items()})
         row["status"] = status or trial.status

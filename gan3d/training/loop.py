@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row."""
     # Setup.
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.training
     rank, world, device = session.rank, session.world, session.device
     torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
@@ -208,18 +210,22 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         diverged = _all_mean({"d": float(reason is not None)}, world)["d"] > 0
         row["diverged"] = float(diverged)
         halt = diverged and t.stop_on_divergence
-        if main and main in last_metrics:
-            row.setdefault(main, last_metrics[main])  # every checkpoint carries the ranking metric
         row["stop_reason"] = "done" if done else "user" if stop else "diverged" if halt else ""
 
         # Checkpoint and report (every rank reports; rank 0 with the checkpoint).
-        ckpt_dir = None
+        ckpt_root = ckpt_dir = None
         if rank == 0 and (snapshot or halt):
-            ckpt_dir = write_checkpoint(checkpoint_tmpdir() / "ckpt", cfg, modules, optimizers, counters,
+            ckpt_root = checkpoint_tmpdir()
+            ckpt_dir = write_checkpoint(ckpt_root / "ckpt", cfg, modules, optimizers, counters,
                                         capture_rng(np_rng, torch_gen), last_metrics)
             row["checkpoint"] = 1.0
         numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) or k == "stop_reason"}
-        session.report(numeric, ckpt_dir if rank == 0 and (snapshot or halt) else None)
+        reported = dict(numeric)
+        if ckpt_dir is not None and main in last_metrics:
+            reported.setdefault(main, last_metrics[main])  # Train ranks checkpoints by it; not a fresh value
+        session.report(reported, ckpt_dir)
+        if ckpt_root is not None:
+            shutil.rmtree(ckpt_root, ignore_errors=True)  # the session has persisted (or moved) its copy
         if rank == 0:
             store.append(row)
             wandb.log({k: v for k, v in numeric.items() if k != "stop_reason"})

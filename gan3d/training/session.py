@@ -87,8 +87,6 @@ class RaySession:
 
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
         ray.train.report(metrics, checkpoint=ckpt)
-        if checkpoint_dir is not None:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # Train has persisted its copy
 
     def should_stop(self) -> bool:
         """Rank 0 asks the driver's stop flag; the answer is broadcast so every rank stops at the same step."""
