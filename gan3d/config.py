@@ -260,6 +260,20 @@ def to_yaml(cfg: ExperimentConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+def set_values(cfg: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfig:
+    """A copy of `cfg` with dotted keys set to already-typed values (no YAML parsing: a run named
+    '55863_00000' stays a string), validated."""
+    merged = OmegaConf.structured(cfg)
+    for key, value in values.items():
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        merged = _merge(merged, OmegaConf.create(nested), f"key '{key}'")
+    out = OmegaConf.to_object(merged)
+    validate(out)
+    return out
+
+
 def replace(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
     """A copy of `cfg` with dotted overrides applied and validated."""
     merged = OmegaConf.structured(cfg)

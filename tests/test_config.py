@@ -59,3 +59,11 @@ def test_bad_yaml_and_missing_file(tmp_path):
     unknown.write_text("trainig:\n  gamma: 1\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown key 'trainig'; valid keys here: dataset, logging"):
         load_config(unknown)
+
+
+def test_programmatic_values_keep_their_types():
+    from gan3d.config import set_values
+    cfg = set_values(load_config(SMOKE), {"run.name": "55863_00000", "training.gamma": 1, "logging.tags": ["a=1"]})
+    assert cfg.run.name == "55863_00000" and cfg.training.gamma == 1.0 and cfg.logging.tags == ["a=1"]
+    with pytest.raises(ConfigError, match="training.gama"):
+        set_values(cfg, {"training.gama": 1})

@@ -78,11 +78,11 @@ def _ensure_ray(address: Optional[str]) -> None:
 
 def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=None, name=None) -> ExperimentConfig:
     """Apply the command-line level settings to the config and check the batch split."""
-    overrides = [f"{k}={v}" for k, v in (("run.workers", workers), ("run.gpus_per_worker", gpus_per_worker),
-                                         ("run.out", out), ("run.name", name)) if v is not None]
-    cfg = config_mod.replace(cfg, overrides) if overrides else cfg
-    if not cfg.run.name:
-        cfg = config_mod.replace(cfg, ["run.name=run"])
+    values = {k: v for k, v in (("run.workers", workers), ("run.gpus_per_worker", gpus_per_worker),
+                                 ("run.out", out), ("run.name", name)) if v is not None}
+    if not (name or cfg.run.name):
+        values["run.name"] = "run"
+    cfg = config_mod.set_values(cfg, values) if values else cfg
     check_batch(cfg, cfg.run.workers)
     return cfg
 

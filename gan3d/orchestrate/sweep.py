@@ -26,7 +26,7 @@ from ray import tune
 
 from gan3d import config as config_mod
 from gan3d.orchestrate import sweep_spec
-from gan3d.orchestrate.sweep_spec import Sweep, load_sweep, value_override
+from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
 
 MARKER = "gan3d_trial.json"
 TRIALS = "trials.parquet"
@@ -62,9 +62,9 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
 
     trial_id = tune.get_context().get_trial_id()
     sweep_dir = Path(sweep_dir)
+    params = {k: v.item() if hasattr(v, "item") else v for k, v in params.items()}  # numpy scalars -> Python
     tags = [f"{k.split('.')[-1]}={v}" for k, v in sorted(params.items())]
-    overrides = [value_override(k, v) for k, v in params.items()]
-    overrides += [f"logging.group={group}", f"logging.tags=[{','.join(tags)}]", f"dataset.path={dataset}"]
+    values = {**params, "logging.group": group, "logging.tags": tags, "dataset.path": dataset}
     run_name, resume_from = trial_id, None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -81,8 +81,8 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
                     f.write(json.dumps({"trial": trial_id, "source_trial": marker["trial"], "kimg": marker["kimg"],
                                         "checkpoint": str(keep), "run_name": run_name, "params": params}) + "\n")
     if resume_from is not None:
-        overrides.append(f"training.resume={resume_from}")
-    cfg = config_mod.replace(config_mod.from_dict(base), overrides + [f"run.name={run_name}"])
+        values["training.resume"] = str(resume_from)
+    cfg = config_mod.set_values(config_mod.from_dict(base), {**values, "run.name": run_name})
 
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = make_trainer(cfg, sweep_dir / "runs", dataset, callbacks=[_forward_callback(queue)])
@@ -187,8 +187,8 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     sweep_dir = out / s.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     r = s.resources
-    base = config_mod.replace(base, [f"run.workers={r.workers}", f"run.cpus_per_worker={r.cpus_per_worker}",
-                                     f"run.gpus_per_worker={r.gpus_per_worker}"])
+    base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
+                                        "run.gpus_per_worker": r.gpus_per_worker})
     dataset = prepare_dataset(base, sweep_dir)
     _ensure_ray(address)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())

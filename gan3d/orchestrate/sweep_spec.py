@@ -141,12 +141,6 @@ def _examples(kind: str, args: list) -> list:
     return [args[0], args[1]]
 
 
-def value_override(key: str, value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return f"{key}=[{','.join(str(v) for v in value)}]"
-    return f"{key}={value}"
-
-
 def check(s: SweepSettings, base: ExperimentConfig) -> str:
     """Validate everything that can be checked before a trial starts; returns the metric to optimise."""
     where = f"sweep '{s.name}'"
@@ -166,7 +160,7 @@ def check(s: SweepSettings, base: ExperimentConfig) -> str:
         kind, args = _spec(key, spec, where)
         for v in _examples(kind, args):
             try:
-                config_mod.replace(base, [value_override(key, v)])
+                config_mod.set_values(base, {key: v})
             except ConfigError as e:
                 raise ConfigError(f"{where}: space key '{key}': {e}") from None
     from gan3d.orchestrate.launch import ranking_metric
