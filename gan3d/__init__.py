@@ -24,16 +24,28 @@ def sweep(spec, overrides=(), **kwargs):
     return _sweep(spec, overrides, **kwargs)
 
 
-def load_generator(checkpoint, device="cpu", ema: bool = True):
-    """G_ema (or G) from a checkpoint directory, in eval mode."""
+def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multiplier: float = 1.0):
+    """G_ema (or G) from a checkpoint directory, in eval mode; ray_step_multiplier scales the samples per ray."""
+    from gan3d import config as config_mod
     from gan3d.nn import build_generator
     from gan3d.training.checkpoint import load_modules, read_checkpoint
 
     ckpt = read_checkpoint(checkpoint)
-    G = build_generator(ckpt.cfg)
+    cfg = ckpt.cfg
+    if ray_step_multiplier != 1.0:
+        r = cfg.model.generator.render
+        cfg = config_mod.set_values(cfg, {"model.generator.render.num_coarse": max(2, round(r.num_coarse * ray_step_multiplier)),
+                                          "model.generator.render.num_fine": round(r.num_fine * ray_step_multiplier)})
+    G = build_generator(cfg)
     load_modules(ckpt, {"G_ema" if ema else "G": G})
     return G.eval().requires_grad_(False).to(device)
 
 
-__all__ = ["ExperimentConfig", "load_config", "train", "sweep", "load_generator", "Gan3dError", "ConfigError",
+def export_mesh(G, seed: int, out, resolution: int = 128, cube_size=None, level=None):
+    """Density of one seed to an MRC volume and marching-cubes PLY / OBJ meshes; returns their paths."""
+    from gan3d.visualize import export_mesh as _export
+    return _export(G, seed, out, resolution, cube_size, level)
+
+
+__all__ = ["export_mesh", "ExperimentConfig", "load_config", "train", "sweep", "load_generator", "Gan3dError", "ConfigError",
            "DatasetError", "CheckpointError"]

@@ -6,12 +6,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from gan3d.errors import Gan3dError
+from gan3d.errors import ConfigError, Gan3dError
 
 NOT_YET = {
-    "eval": "evaluation of checkpoints arrives with issue 6 (evaluation, rendering and reports)",
-    "render": "rendering grids, videos and meshes arrives with issue 6",
-    "report": "comparison reports arrive with issue 6",
     "submit": "Ray Jobs submission arrives with issue 7 (cluster)",
 }
 
@@ -58,6 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="find the largest batch_gpu that fits memory")
     p.add_argument("--compare", action="store_true", help="reference ops vs fast paths, alternated in one run")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser("eval", help="metrics of a checkpoint (or a run's best checkpoint)")
+    p.add_argument("path", help="a run directory or a checkpoint directory")
+    p.add_argument("--metrics", default="fid50k_full", help="comma-separated: fid50k_full,kid50k_full,fid2k_full,swd")
+    p.add_argument("--data", help="dataset to compare against (default: the one the run trained on)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="x-flip the reals too")
+    p.add_argument("--num-fakes", type=int, help="override the protocol's number of generated images")
+    p.add_argument("--workers", type=int, default=1, help="generate on this many Ray workers")
+
+    p = sub.add_parser("render", help="image grids, videos, interpolations, density slices and meshes")
+    p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its best checkpoint)")
+    p.add_argument("--vis", default="front_grid", help="front_grid | video | video_grid | interp | density | geometry")
+    p.add_argument("--camera", default="front_circle", help="front_circle | points | line | wiggle")
+    p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,4,9")
+    p.add_argument("--truncation-psi", type=float, default=0.7)
+    p.add_argument("--resolution", type=int, help="render resolution (default: the training resolution)")
+    p.add_argument("--ray-step-multiplier", type=float, default=1.0, help="multiply the samples per ray")
+    p.add_argument("--frames", type=int, default=48, help="frames of a camera path")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--grid-resolution", type=int, default=128, help="density grid size (density, geometry)")
+    p.add_argument("--cube-size", type=float, help="side of the density cube in world units (default 2 x cube_scale)")
+    p.add_argument("--out", required=True, help="output directory")
+
+    p = sub.add_parser("report", help="an HTML comparison of runs and sweeps (and a W&B Report)")
+    p.add_argument("paths", nargs="+", help="run directories and/or sweep directories")
+    p.add_argument("--out", default="report.html")
+    p.add_argument("--metric", default="swd", help="the metric to rank and plot against hyperparameters")
+    p.add_argument("--wandb", action="store_true", help="also build the W&B Report (saved when W&B is online)")
 
     p = sub.add_parser("describe", help="print the resolved config and model sizes")
     _experiment_args(p)
@@ -159,6 +184,44 @@ def _bench(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from gan3d.evaluate import evaluate_run
+
+    res = evaluate_run(args.path, [m for m in args.metrics.split(",") if m], args.data, args.mirror,
+                       args.num_fakes, args.workers)
+    print(res.table())
+    print(f"gan3d: wrote {res.path}")
+    return 0
+
+
+def _render(args) -> int:
+    import gan3d
+    from gan3d.evaluate import best_checkpoint
+    from gan3d.visualize import VIS, parse_seeds, render
+
+    if args.vis not in VIS:  # fail before loading anything
+        raise ConfigError(f"--vis {args.vis!r}: expected one of {', '.join(VIS)}")
+    ckpt, _ = best_checkpoint(args.checkpoint)
+    G = gan3d.load_generator(ckpt, ray_step_multiplier=args.ray_step_multiplier)
+    files = render(G, args.vis, parse_seeds(args.seeds), args.out, args.camera, args.truncation_psi, args.resolution,
+                   args.frames, args.fps, args.grid_resolution, args.cube_size)
+    for f in files:
+        print(f"gan3d: wrote {f}")
+    return 0
+
+
+def _report(args) -> int:
+    from gan3d.track.report import wandb_report, write_html
+
+    out = write_html(args.paths, args.out, args.metric)
+    print(f"gan3d: wrote {out}")
+    if args.wandb:
+        url, definition = wandb_report(args.paths, args.out, args.metric)
+        print(f"gan3d: W&B report saved at {url}" if url else
+              f"gan3d: W&B is offline; the report's definition is in {definition} (publish it when online)")
+    return 0
+
+
 def _describe(args) -> int:
     from gan3d import config as config_mod
     from gan3d.nn import build_discriminator, build_generator, count_parameters
@@ -213,6 +276,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "render":
+            return _render(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "bench":
             return _bench(args)
         if args.command == "sweep":

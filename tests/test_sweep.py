@@ -44,6 +44,13 @@ def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session,
     assert groups == {"smoke"}
     tags = run_info(find_run_file(res.best_run_dir))["tags"]
     assert any(t.startswith("gamma=") for t in tags)
+    # the comparison report of the sweep: table of the 4 trials, metric vs each swept knob, parallel coordinates
+    from gan3d.track.report import write_html
+    page = write_html([res.sweep_dir], tmp_path / "sweep.html").read_text()
+    for needle in ("final swd vs training.gamma", "final swd vs training.patch.beta_end", "parallel coordinates",
+                   "swept:training.gamma"):
+        assert needle in page, needle
+    assert page.count("<tr>") >= 5 and page.count("alt='samples ") == 4
 
 
 def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, tmp_path):

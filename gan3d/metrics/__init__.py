@@ -84,9 +84,15 @@ def _real_stats_cache(dataset_id: str, weights_hash: str) -> Path:
 
 
 def evaluate(G, dataset, cfg, metrics, device="cpu", num_fakes: Optional[int] = None, seed: int = 0,
-             dataset_id: str = "", angles_pool: Optional[torch.Tensor] = None) -> tuple[dict, dict]:
-    """Compute `metrics` for G -> (values, protocols). FID/KID without weights: one clear message, then SWD."""
+             dataset_id: str = "", angles_pool: Optional[torch.Tensor] = None, generate_fn=None,
+             progress: bool = False) -> tuple[dict, dict]:
+    """Compute `metrics` for G -> (values, protocols). FID/KID without weights: one clear message, then SWD.
+
+    generate_fn(n, seed) -> uint8 [n, 3, H, W] replaces local generation (e.g. spread over Ray workers)."""
     global _warned
+    if generate_fn is None:
+        def generate_fn(n: int, s: int) -> torch.Tensor:
+            return generate(G, n, cfg, device, seed=s, angles_pool=angles_pool, progress=progress)
     values: dict[str, float] = {}
     protocols: dict[str, dict] = {}
     wanted = list(metrics)
@@ -104,7 +110,7 @@ def evaluate(G, dataset, cfg, metrics, device="cpu", num_fakes: Optional[int] = 
     if "swd" in wanted:
         n = num_fakes or cfg.metrics.num_fakes
         reals = real_images(dataset, n, seed)
-        fakes = generate(G, len(reals), cfg, device, seed=seed + 1, angles_pool=angles_pool)
+        fakes = generate_fn(len(reals), seed + 1)
         values.update(swd(reals, fakes, seed=seed))
         protocols["swd"] = {"num_fakes": len(fakes), "num_reals": len(reals), "mirror": mirror,
                             "descriptors": "7x7, 128 per image, 4x128 projections (ProGAN)"}
@@ -120,7 +126,7 @@ def evaluate(G, dataset, cfg, metrics, device="cpu", num_fakes: Optional[int] = 
             np.savez(cache, features=real_feats)
         for m in inception_metrics:
             n = num_fakes or (cfg.metrics.num_fakes if m.endswith("2k_full") else FAKES[m])
-            fake_feats = _features(net, generate(G, n, cfg, device, seed=seed + 2, angles_pool=angles_pool), device)
+            fake_feats = _features(net, generate_fn(n, seed + 2), device)
             if m.startswith("fid"):
                 values[m] = frechet_distance(*feature_stats(real_feats), *feature_stats(fake_feats))
             else:

@@ -226,7 +226,7 @@ class TriplaneGenerator(nn.Module):
             out["rgb"] = out["rgb"] + (1 - out["opacity"])
         return out
 
-    def render(self, planes: torch.Tensor, ws: torch.Tensor, angles: torch.Tensor, resolution: Optional[int] = None,
+    def render_planes(self, planes: torch.Tensor, ws: torch.Tensor, angles: torch.Tensor, resolution: Optional[int] = None,
                patch: Optional[Patch] = None, density_noise: float = 0.0) -> dict[str, torch.Tensor]:
         """Render tri-planes from cameras `angles` [B, 3]: image [B, 3, H, W] in [-1, 1], depth [B, 1, H, W].
 
@@ -254,4 +254,22 @@ class TriplaneGenerator(nn.Module):
         """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res] in [-1, 1]."""
         ws = self.map(z, c, angles if cond_angles is None else cond_angles, truncation_psi, update_w_avg)
         planes = self.synthesis(ws, noise_mode)
-        return self.render(planes, ws, angles, resolution, patch, density_noise)["image"]
+        return self.render_planes(planes, ws, angles, resolution, patch, density_noise)["image"]
+
+    @torch.no_grad()
+    def render(self, seeds, cameras: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
+               resolution: Optional[int] = None) -> torch.Tensor:
+        """Images of latents (a list of int seeds, or z [N, z_dim]) from cameras [N, 3] (or [3] for all):
+        [N, 3, H, W] in [-1, 1], noise fixed, chunked rendering."""
+        if isinstance(seeds, torch.Tensor):
+            z = seeds
+        else:
+            z = torch.stack([torch.randn(self.cfg.z_dim, generator=torch.Generator().manual_seed(int(s)))
+                             for s in seeds])
+        device = next(self.parameters()).device
+        z = z.to(device)
+        cameras = torch.as_tensor(cameras, dtype=torch.float32, device=device)
+        cameras = cameras.expand(len(z), -1) if cameras.ndim == 1 or len(cameras) == 1 else cameras
+        if c is None and self.c_dim:
+            c = torch.nn.functional.one_hot(torch.zeros(len(z), dtype=torch.long), self.c_dim).float().to(device)
+        return self(z, c, cameras, resolution=resolution, truncation_psi=truncation_psi, noise_mode="const")

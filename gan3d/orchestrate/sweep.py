@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ray import tune
 
 from gan3d import config as config_mod
+from gan3d.errors import Gan3dError
 from gan3d.orchestrate import sweep_spec
 from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
 
@@ -54,8 +55,10 @@ def _forward_callback(queue):
     return ForwardToTune()
 
 
-def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: str, group: str) -> None:
-    """The Tune function trainable: one Ray Train run with this trial's hyperparameters."""
+def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: str, group: str,
+              tune_checkpoints: bool) -> None:
+    """The Tune function trainable: one Ray Train run with this trial's hyperparameters. With
+    `tune_checkpoints` (PBT / PB2) every Train checkpoint is also handed to Tune, for exploits."""
     from ray.util.queue import Empty, Queue
 
     from gan3d.orchestrate.launch import make_trainer
@@ -108,7 +111,7 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
             continue  # schedulers compare the metric: forward from its first value on
         m[metric] = last_metric
         m["run_name"] = run_name
-        if item["checkpoint"]:
+        if item["checkpoint"] and tune_checkpoints:
             with tempfile.TemporaryDirectory() as tmp:
                 shutil.copytree(item["checkpoint"], tmp, dirs_exist_ok=True)
                 (Path(tmp) / MARKER).write_text(json.dumps({"trial": trial_id, "run_name": run_name,
@@ -192,9 +195,13 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     dataset = prepare_dataset(base, sweep_dir)
     _ensure_ray(address)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
+    # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
+    # exploit another's checkpoint after that trial has moved on (Tune's num_to_keep deleted them under PBT).
+    # Other schedulers resume from each trial's Train snapshot and hand Tune no checkpoints.
+    population_based = s.scheduler.kind in ("pbt", "pb2")
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config_mod.to_dict(base), sweep_dir=str(sweep_dir), dataset=dataset,
-                             metric=metric, group=s.name),
+                             metric=metric, group=s.name, tune_checkpoints=population_based),
         {"cpu": 0.01})  # the trial driver only waits; its Train workers hold the real resources
     if (resume or (sweep_dir / "tuner.pkl").exists()) and tune.Tuner.can_restore(str(sweep_dir)):
         tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, restart_errored=True)
@@ -208,7 +215,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
                                         reuse_actors=False),
             run_config=tune.RunConfig(name=s.name, storage_path=str(out),
                                       callbacks=[TrialsTable(str(sweep_dir / TRIALS), metric, s.mode)],
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=1))
     results = tuner.fit()
     return _sweep_result(results, sweep_dir, metric, s.mode)
 
@@ -221,7 +228,11 @@ def _sweep_result(results, sweep_dir: Path, metric: str, mode: str) -> SweepResu
         best_trial = best.metrics.get("trial_id")
         if best.metrics.get("run_name"):
             best_run = sweep_dir / "runs" / best.metrics["run_name"]
-        best_ckpt = Path(best.checkpoint.path) if best.checkpoint is not None else None
-    except (RuntimeError, ValueError, KeyError):
-        pass  # no trial reported the metric
+        if best.checkpoint is not None:  # PBT / PB2 sweeps hand Tune their checkpoints
+            best_ckpt = Path(best.checkpoint.path)
+        elif best_run is not None:
+            from gan3d.evaluate import best_checkpoint
+            best_ckpt = best_checkpoint(best_run, metric)[0]
+    except (RuntimeError, ValueError, KeyError, Gan3dError):
+        pass  # no trial reported the metric, or no checkpoint was written
     return SweepResult(sweep_dir, trials, metric, best_trial, best_run, best_ckpt)

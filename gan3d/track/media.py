@@ -35,7 +35,7 @@ def orbit_frames(G, z: torch.Tensor, c, angles: torch.Tensor) -> torch.Tensor:
     planes = G.synthesis(ws, "const")
     frames = []
     for a in angles:
-        img = G.render(planes, ws, a[None].expand(len(z), -1).to(z.device))["image"]
+        img = G.render_planes(planes, ws, a[None].expand(len(z), -1).to(z.device))["image"]
         img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
         frames.append(torch.cat(list(img), dim=-1))
     return torch.stack(frames)

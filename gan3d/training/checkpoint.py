@@ -39,7 +39,7 @@ class Counters:
 
 def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict[str, torch.nn.Module],
                      optimizers: dict[str, torch.optim.Optimizer], counters: Counters, rng_state: dict[str, Any],
-                     metrics: dict[str, float]) -> Path:
+                     metrics: dict[str, float], dataset: str = "") -> Path:
     """Write into `directory` via a temporary sibling and a rename, so a crash never leaves half a checkpoint."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict
     torch.save(state, tmp / STATE)
     (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
     meta = {"format": FORMAT, "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
-            "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics}
+            "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics, "dataset": dataset}
     (tmp / META).write_text(json.dumps(meta, indent=1))
     if directory.exists():
         shutil.rmtree(directory)

@@ -217,7 +217,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         if rank == 0 and (snapshot or halt):
             ckpt_root = checkpoint_tmpdir()
             ckpt_dir = write_checkpoint(ckpt_root / "ckpt", cfg, modules, optimizers, counters,
-                                        capture_rng(np_rng, torch_gen), last_metrics)
+                                        capture_rng(np_rng, torch_gen), last_metrics, dataset_path)
             row["checkpoint"] = 1.0
         numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) or k == "stop_reason"}
         reported = dict(numeric)

@@ -1,0 +1,107 @@
+"""`gan3d eval`: metrics of a checkpoint's G_ema; with a run dir, the best checkpoint by the metric the
+run tracked (like the seed's networks_dir mode). Generation is chunked, shows progress, and can be spread
+over Ray workers."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from gan3d.config import METRICS
+from gan3d.errors import CheckpointError, ConfigError, DatasetError
+from gan3d.training.checkpoint import META, STATE, read_checkpoint
+
+
+@dataclass
+class EvalResult:
+    checkpoint: Path
+    kimg: float
+    values: dict
+    protocols: dict
+    path: Path  # eval.json
+
+    def table(self) -> str:
+        width = max(len(k) for k in self.values) if self.values else 6
+        lines = [f"checkpoint {self.checkpoint} (kimg {self.kimg:.3f})", f"{'metric':<{width}}  value"]
+        lines += [f"{k:<{width}}  {v:.4f}" for k, v in sorted(self.values.items())]
+        return "\n".join(lines)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """gan3d checkpoints of a run: Ray Train's checkpoint_* dirs, or a direct run's checkpoints/checkpoint_*."""
+    found = [p for pattern in ("checkpoint_*", "checkpoints/checkpoint_*") for p in run_dir.glob(pattern)
+             if p.is_dir() and (p / META).is_file() and (p / STATE).is_file()]
+    return sorted(found, key=lambda p: json.loads((p / META).read_text())["cur_nimg"])
+
+
+def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Path, Optional[str]]:
+    """A checkpoint dir as is; a run dir -> its best checkpoint by `metric` (default: the run's FID if it
+    logged one, else SWD), or its latest when no checkpoint carries the metric."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run directory or checkpoint")
+    if (path / META).is_file() or (path / STATE).is_file():
+        return path, metric
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise CheckpointError(f"{path}: no gan3d checkpoints in this run directory (expected checkpoint_*/ "
+                              f"with {STATE} and {META})")
+    metas = [json.loads((p / META).read_text()).get("metrics", {}) for p in ckpts]
+    if metric is None:
+        seen = {k for m in metas for k in m}
+        metric = next((m for m in ("fid50k_full", "fid2k_full", "swd") if m in seen), None)
+    scored = [(m[metric], p) for m, p in zip(metas, ckpts) if metric and m.get(metric) is not None
+              and math.isfinite(m[metric])]
+    return (min(scored)[1] if scored else ckpts[-1]), metric
+
+
+def ray_generator(ckpt_dir: Path, workers: int, cfg):
+    """generate_fn for metrics.evaluate that splits the images over `workers` Ray tasks (each loads G_ema)."""
+    import ray
+
+    from gan3d.metrics import generate
+
+    @ray.remote(num_cpus=1)
+    def chunk(count: int, seed: int) -> torch.Tensor:
+        import gan3d
+        return generate(gan3d.load_generator(ckpt_dir), count, cfg, "cpu", seed=seed)
+
+    def generate_fn(n: int, seed: int) -> torch.Tensor:
+        if not ray.is_initialized():
+            ray.init(namespace="gan3d")
+        size = math.ceil(n / workers)
+        return torch.cat(ray.get([chunk.remote(min(size, n - i), seed * 100003 + i) for i in range(0, n, size)]))
+
+    return generate_fn
+
+
+def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] = None, mirror: Optional[bool] = None,
+                 num_fakes: Optional[int] = None, workers: int = 1, device: str = "cpu") -> EvalResult:
+    import gan3d
+    from gan3d import metrics as metrics_mod
+    from gan3d.data import open_dataset
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"--metrics {','.join(unknown)}: unknown; expected names from {', '.join(METRICS)}")
+    ckpt_dir, _ = best_checkpoint(path)
+    ckpt = read_checkpoint(ckpt_dir)
+    cfg = ckpt.cfg
+    data = data or json.loads((ckpt_dir / META).read_text()).get("dataset") or cfg.dataset.path
+    if not data:
+        raise DatasetError(f"{ckpt_dir}: the checkpoint does not say which dataset it was trained on; pass --data PATH")
+    dataset = open_dataset(data, cfg.dataset.resolution, cfg.dataset.mirror if mirror is None else mirror)
+    G = gan3d.load_generator(ckpt_dir, device=device)
+    angles = torch.as_tensor(dataset.all_angles()) if getattr(dataset, "has_poses", False) and hasattr(dataset, "all_angles") else None
+    values, protocols = metrics_mod.evaluate(G, dataset, cfg, list(metrics), device, num_fakes=num_fakes,
+                                             seed=cfg.training.seed, dataset_id=str(data), angles_pool=angles,
+                                             generate_fn=ray_generator(ckpt_dir, workers, cfg) if workers > 1 else None,
+                                             progress=True)
+    out = (ckpt_dir.parent if ckpt_dir.parent.name != "checkpoints" else ckpt_dir.parent.parent) / "eval.json"
+    out.write_text(json.dumps({"checkpoint": str(ckpt_dir), "kimg": ckpt.counters.kimg, "metrics": values,
+                               "protocols": protocols, "dataset": str(data)}, indent=1))
+    return EvalResult(ckpt_dir, ckpt.counters.kimg, values, protocols, out)
