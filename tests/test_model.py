@@ -88,8 +88,8 @@ def test_cli_help_lists_commands_and_not_yet_ones():
     out = subprocess.run([sys.executable, "-m", "gan3d.cli", "--help"], capture_output=True, text=True).stdout
     for cmd in ("train", "describe", "dataset", "sweep", "eval", "render", "report", "bench", "submit"):
         assert cmd in out
-    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "report", "x"], capture_output=True, text=True)
-    assert res.returncode == 2 and "issue 6" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "submit", "x"], capture_output=True, text=True)
+    assert res.returncode == 2 and "issue 7" in res.stderr
 
 
 def test_background_and_white_back_show_through_empty_space(smoke_cfg):

@@ -157,7 +157,7 @@ def write_html(paths: Sequence[str | Path], out: str | Path, metric: str = "swd"
     figs = figures(runs, metric)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>gan3d report</title><style>",
              "body{font-family:sans-serif;margin:2em;max-width:1200px} table{border-collapse:collapse}",
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px} .figs img{margin:6px}",
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px} .figs{display:flex;flex-wrap:wrap}",
              ".grids div{display:inline-block;margin:6px;text-align:center;font-size:12px}</style></head><body>",
              f"<h1>gan3d report</h1><p>{len(runs)} run(s) from {html.escape(', '.join(map(str, paths)))}; "
              f"metric: {html.escape(metric)}</p>", "<h2>Runs</h2>",

@@ -41,9 +41,21 @@ class WandbRun:
 
         lg = cfg.logging
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(project=lg.project, entity=lg.entity or None, group=lg.group or None,
-                              tags=list(lg.tags) or None, name=cfg.run.name or None, id=run_id, resume="allow",
-                              dir=str(run_dir), mode=mode, config={**cfg_dict, "run_dir": str(run_dir)})
+        kwargs = dict(project=lg.project, entity=lg.entity or None, group=lg.group or None, tags=list(lg.tags) or None,
+                      name=cfg.run.name or None, resume="allow", dir=str(run_dir), mode=mode,
+                      config={**cfg_dict, "run_dir": str(run_dir)})
+        # W&B must never stop training: after a killed driver the old run id can still be held by an orphaned
+        # W&B service ("run ID ... is in use"); then log to a fresh id in the same group, else go without W&B
+        # (metrics.parquet has every scalar either way).
+        for attempt, rid in enumerate((run_id, f"{run_id}-{os.getpid()}")):
+            try:
+                self.run = wandb.init(id=rid, **kwargs)
+                break
+            except Exception as e:  # wandb raises several types (ServerResponseError, CommError, UsageError)
+                print(f"gan3d WARNING: wandb.init(id={rid}) failed ({type(e).__name__}: {str(e)[:200]})"
+                      + ("; retrying with a new run id" if attempt == 0 else "; continuing without W&B"), flush=True)
+        if self.run is None:
+            return
         self.run.define_metric("kimg")
         self.run.define_metric("*", step_metric="kimg")
 
