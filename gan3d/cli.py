@@ -8,9 +8,7 @@ from typing import Optional, Sequence
 
 from gan3d.errors import ConfigError, Gan3dError
 
-NOT_YET = {
-    "submit": "Ray Jobs submission arrives with issue 7 (cluster)",
-}
+NOT_YET: dict[str, str] = {}  # commands announced before they exist
 
 
 def _cuda() -> bool:
@@ -117,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download-inception", help="fetch the standard FID Inception weights (needs internet)")
     p.add_argument("--dest", help="file to write (default: ~/.cache/gan3d/)")
 
+    p = sub.add_parser("submit", help="run a gan3d command on a Ray cluster through the Ray Jobs API")
+    p.add_argument("--address", required=True, help="the dashboard URL, e.g. http://HEAD:8265")
+    p.add_argument("--working-dir", help="upload this directory as the job's working dir")
+    p.add_argument("--pip", nargs="*", help="pip packages for the job's runtime env (e.g. a gan3d wheel)")
+    p.add_argument("--env", nargs="*", default=[], help="KEY=VALUE environment variables for the job")
+    p.add_argument("--no-wait", action="store_true", help="return the job id without streaming logs")
+    p.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- then the command, e.g. -- gan3d sweep S.yaml")
+    for name, what in (("status", "the status of a submitted job"), ("logs", "the logs of a submitted job")):
+        q = sub.add_parser(name, help=what)
+        q.add_argument("job_id")
+        q.add_argument("--address", required=True, help="the dashboard URL, e.g. http://HEAD:8265")
+
     for cmd, why in NOT_YET.items():
         q = sub.add_parser(cmd, help=f"(not yet: {why})")
         q.add_argument("args", nargs=argparse.REMAINDER)
@@ -222,6 +232,22 @@ def _report(args) -> int:
     return 0
 
 
+def _jobs(args) -> int:
+    from gan3d.orchestrate import jobs
+
+    if args.command == "status":
+        print(jobs.status(args.address, args.job_id))
+        return 0
+    if args.command == "logs":
+        print(jobs.logs(args.address, args.job_id), end="")
+        return 0
+    entry = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    env = dict(item.split("=", 1) for item in args.env)
+    job_id, status = jobs.submit(args.address, entry, args.working_dir, env, args.pip, wait=not args.no_wait)
+    print(f"gan3d: job {job_id}: {status}")
+    return 0 if args.no_wait or status == "SUCCEEDED" else 1
+
+
 def _describe(args) -> int:
     from gan3d import config as config_mod
     from gan3d.nn import build_discriminator, build_generator, count_parameters
@@ -276,6 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command in ("submit", "status", "logs"):
+            return _jobs(args)
         if args.command == "eval":
             return _eval(args)
         if args.command == "render":

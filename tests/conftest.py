@@ -38,6 +38,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, namespace="gan3d", include_dashboard=True, log_to_driver=False)
+        ctx = ray.init(num_cpus=4, namespace="gan3d", include_dashboard=True, log_to_driver=False)
+        os.environ["GAN3D_TEST_DASHBOARD"] = f"http://{ctx.dashboard_url}"
     yield ray
     ray.shutdown()
