@@ -178,6 +178,7 @@ class RunSettings:
     cpus_per_worker: float = 1.0
     max_failures: int = 3
     num_to_keep: int = 2
+    placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (Ray placement groups)
 
 
 @dataclass(frozen=True)
@@ -368,3 +369,8 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.run.gpus_per_worker >= 0, "run.gpus_per_worker", cfg.run.gpus_per_worker, ">= 0")
     need(cfg.run.max_failures >= 0, "run.max_failures", cfg.run.max_failures, ">= 0")
     need(cfg.run.num_to_keep >= 1, "run.num_to_keep", cfg.run.num_to_keep, ">= 1")
+    need(cfg.run.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "run.placement_strategy",
+         cfg.run.placement_strategy, "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
+    sp = cfg.run.storage_path
+    need(not sp or "://" not in sp or sp.startswith("file://"), "run.storage_path", sp,
+         "a local or shared path (or file://); s3:// and gs:// run storage is not supported yet")

@@ -41,6 +41,8 @@ def test_config_is_frozen():
     ("dataset.resolution=48", "dataset.resolution' = 48 is not allowed: expected a power of two"),
     ("dataset.camera.dist=sphere", "one of dataset, spherical_uniform, uniform, normal"),
     ("training.gamma", "expected key=value"),
+    ("run.storage_path=s3://bucket/runs", "s3:// and gs:// run storage is not supported yet"),
+    ("run.placement_strategy=RANDOM", "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD"),
 ])
 def test_invalid_configs_name_key_value_and_allowed(override, expected):
     with pytest.raises(ConfigError) as e:

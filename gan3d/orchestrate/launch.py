@@ -118,6 +118,7 @@ def make_trainer(cfg: ExperimentConfig, storage: Path, dataset: str, callbacks=(
                            "run_name": cfg.run.name, "run_id": _run_id(run_dir),
                            "progress_bar": sys.stderr.isatty()},
         scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=gpus > 0,
+                                     placement_strategy=cfg.run.placement_strategy,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker,
                                                            **({"GPU": gpus} if gpus > 0 else {})}),
         run_config=RunConfig(
@@ -134,7 +135,7 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
           address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None) -> RunResult:
     """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster)."""
     cfg = resolve_run(cfg, workers, gpus_per_worker, out, name)
-    out_dir = Path(cfg.run.storage_path or cfg.run.out).expanduser().resolve()
+    out_dir = Path((cfg.run.storage_path or cfg.run.out).removeprefix("file://")).expanduser().resolve()
     run_dir = out_dir / cfg.run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
