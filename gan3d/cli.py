@@ -297,33 +297,24 @@ def _dataset(args) -> int:
     return 0 if rep.ok else 1
 
 
+def _download_inception(args) -> int:
+    from gan3d.metrics.inception import download_weights
+    print(f"gan3d: wrote {download_weights(args.dest)}")
+    return 0
+
+
+COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "render": _render, "report": _report, "bench": _bench,
+            "describe": _describe, "dataset": _dataset, "submit": _jobs, "status": _jobs, "logs": _jobs,
+            "download-inception": _download_inception}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command in ("submit", "status", "logs"):
-            return _jobs(args)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "render":
-            return _render(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "bench":
-            return _bench(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "describe":
-            return _describe(args)
-        if args.command == "dataset":
-            return _dataset(args)
-        if args.command == "download-inception":
-            from gan3d.metrics.inception import download_weights
-            print(f"gan3d: wrote {download_weights(args.dest)}")
-            return 0
-        print(f"gan3d {args.command}: not yet: {NOT_YET[args.command]}", file=sys.stderr)
-        return 2
+        if args.command in NOT_YET:
+            print(f"gan3d {args.command}: not yet: {NOT_YET[args.command]}", file=sys.stderr)
+            return 2
+        return COMMANDS[args.command](args)
     except Gan3dError as e:
         print(f"gan3d: error: {e}", file=sys.stderr)
         return 2
