@@ -151,7 +151,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    metrics: List[str] = field(default_factory=lambda: ["fid2k_full", "swd"])
+    metrics: List[str] = field(default_factory=lambda: ["fid2k_full", "kid2k_full", "swd"])
     num_fakes: int = 2048
     inception_weights: str = ""  # path; '' = $GAN3D_INCEPTION_WEIGHTS or the cache path
 
