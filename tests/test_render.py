@@ -1,7 +1,6 @@
 """Known answers for the pure rendering functions."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

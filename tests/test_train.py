@@ -1,6 +1,5 @@
 """Single runs on a real local Ray Train cluster: train, report, checkpoint, resume (with another worker
 count), survive a killed worker, stop gracefully on SIGTERM, log to an offline W&B run, fail fast."""
-import json
 import os
 import signal
 import subprocess

@@ -1,9 +1,7 @@
 """`gan3d dataset convert`: zip / folder -> Parquet shards, with resizing and pose import (EG3D labels)."""
 from __future__ import annotations
 
-import io
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 

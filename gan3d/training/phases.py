@@ -7,7 +7,6 @@ Adam's lr and betas are then adjusted by interval / (interval + 1) (StyleGAN2 Se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -192,7 +191,3 @@ def make_optimizers(cfg: ExperimentConfig, G, D) -> dict[str, torch.optim.Optimi
     lr_d, betas_d = adam_settings(t.lr_d, t.betas, t.r1_interval if t.gamma > 0 else 1)
     return {"G": torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=tuple(t.betas), eps=1e-8),
             "D": torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas_d, eps=1e-8)}
-
-
-def mean_or_none(values: list[float]) -> Optional[float]:
-    return float(np.mean(values)) if values else None
