@@ -62,11 +62,16 @@ class Archive:
                 and not n.startswith("__MACOSX") and not n.endswith((".npy", ".npz", ".md", ".txt"))]
 
     def read(self, name: str) -> bytes:
+        with self.open(name) as f:
+            return f.read()
+
+    def open(self, name: str):
+        """A binary stream of one entry: reading a header does not read the whole file."""
         if self._zip is not None:
             if self._pid != os.getpid():  # a forked DataLoader worker must not share the parent's file offset
                 self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
-            return self._zip.read(name)
-        return (self.path / name).read_bytes()
+            return self._zip.open(name)
+        return open(self.path / name, "rb")
 
     def has(self, name: str) -> bool:
         return name in set(self._names)
@@ -86,10 +91,10 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def image_header(data: bytes, where: str) -> tuple[int, int, str]:
-    """(width, height, mode) from the header only."""
+def image_header(data, where: str) -> tuple[int, int, str]:
+    """(width, height, mode) from the header only; `data` is bytes or a binary file object."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
             return im.width, im.height, im.mode
     except Exception as e:
         raise DatasetError(f"{where}: not a readable image ({type(e).__name__}: {e})") from None

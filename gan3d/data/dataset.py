@@ -57,10 +57,11 @@ class ImageDataset(torch.utils.data.Dataset):
         if max_size:
             names = names[:max_size]
         self.names = names
-        w, h, _ = image_header(self.archive.read(names[0]), self.archive.describe(names[0]))
-        self.resolution = w
+        with self.archive.open(names[0]) as f:
+            self.resolution, _, _ = image_header(f, self.archive.describe(names[0]))
         for n in names:  # headers only: cheap even for large sets; decoding errors surface per item
-            wi, hi, _ = image_header(self.archive.read(n), self.archive.describe(n))
+            with self.archive.open(n) as f:
+                wi, hi, _ = image_header(f, self.archive.describe(n))
             if wi != hi:
                 raise DatasetError(f"{self.archive.describe(n)}: image is {wi}x{hi}; images must be square")
             if wi != self.resolution:
