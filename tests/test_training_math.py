@@ -8,6 +8,7 @@ import torch
 from gan3d import config as config_mod
 from gan3d.config import PatchConfig
 from gan3d.nn import Patch, build_discriminator, build_generator
+from gan3d.nn.grid_sample_gradfix import grid_sample
 from gan3d.training import losses, schedules
 from gan3d.training.augment import AugmentPipe, augment, color_matrix
 from gan3d.training.patches import extract_patches, sample_patches, sample_scales
@@ -91,6 +92,27 @@ def test_lazy_r1_phases():
     assert [(p.name, p.interval) for p in make_phases(cfg.training)] == [("Gmain", 1), ("Dmain", 1), ("Dreg", 16)]
     cfg = config_mod.replace(cfg, ["training.r1_interval=1"])
     assert [p.terms for p in make_phases(cfg.training)][1] == ("d_fake", "d_real", "r1")
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_grid_sample_gradfix_matches_pytorch_to_second_order(padding):
+    """R1 through ADA needs d/dw of a gradient through grid_sample; the CUDA op has no double backward, so gan3d
+    uses its own. PyTorch's CPU op has one: both must agree on value, gradient and the gradient's gradient."""
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64)
+    theta = torch.tensor([[[0.9, 0.3, 0.1], [-0.2, 1.1, -0.05]]] * 2, dtype=torch.float64)
+    grid = torch.nn.functional.affine_grid(theta, [2, 3, 8, 8], align_corners=False)
+    w0 = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64)
+    results = []
+    for op in (grid_sample, lambda x, g, **kw: torch.nn.functional.grid_sample(x, g, "bilinear", **kw)):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        y = op(x, grid, padding_mode=padding, align_corners=False)
+        (gx,) = torch.autograd.grad((y * w).sum(), x, create_graph=True)  # as R1 does
+        (gx.square().sum()).backward()
+        results.append((y.detach(), gx.detach(), w.grad))
+    for mine, ref in zip(*results):
+        assert torch.allclose(mine, ref, atol=1e-10), (padding, (mine - ref).abs().max())
+    assert results[0][2].abs().sum() > 0
 
 
 def test_ada_identity_at_zero_and_p_heuristic():

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gan3d.nn.grid_sample_gradfix import grid_sample
+
 # ADA defaults (augment.py of StyleGAN2-ADA)
 XINT_MAX, SCALE_STD, ROTATE_MAX, ANISO_STD, XFRAC_STD = 0.125, 0.2, 1.0, 0.2, 0.125
 BRIGHTNESS_STD, CONTRAST_STD, HUE_MAX, SATURATION_STD = 0.2, 0.5, 1.0, 1.0
@@ -112,7 +114,7 @@ def augment(images: torch.Tensor, p: float) -> torch.Tensor:
     B, C, H, W = images.shape
     G = geometric_matrix(B, p, images.device)
     grid = F.affine_grid(G[:, :2, :], [B, C, H, W], align_corners=False)
-    x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = grid_sample(images, grid, padding_mode="reflection", align_corners=False)  # R1 differentiates through it twice
     M = color_matrix(B, p, images.device)
     x = x.reshape(B, C, H * W)
     x = M[:, :3, :3] @ x + M[:, :3, 3:]  # [B, 3, H*W]

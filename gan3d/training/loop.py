@@ -41,12 +41,13 @@ def _crossed(prev_nimg: int, cur_nimg: int, interval_kimg: float) -> bool:
     return math.floor(cur_nimg / step) > math.floor(prev_nimg / step)
 
 
-def _all_mean(values: dict[str, float], world: int) -> dict[str, float]:
-    """Mean of per-rank scalars (keys in sorted order on every rank)."""
+def _all_mean(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
+    """Mean of per-rank scalars (keys in sorted order on every rank); on `device`, since NCCL only reduces
+    CUDA tensors."""
     if world == 1 or not values:
         return values
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return {k: float(v) / world for k, v in zip(keys, t)}
 
@@ -159,7 +160,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         # EMA of G and the ADA probability (r_t = E[sign(D(real))] over the last interval).
         update_ema(G_ema, G, schedules.ema_beta(kimg, t.batch, t.ema_kimg, t.ema_rampup))
         if t.augment.kind == "ada" and (counters.step + 1) % t.augment.interval == 0 and ada_n:
-            augment.update(_all_mean({"r": ada_sum / ada_n}, world)["r"], t.batch * ada_n)
+            augment.update(_all_mean({"r": ada_sum / ada_n}, world, device)["r"], t.batch * ada_n)
             ada_sum, ada_n = 0.0, 0
 
         # Counters and the stop/tick decisions (identical on every rank).
@@ -175,7 +176,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
 
         # Tick statistics.
         now = time.time()
-        means = _all_mean({k: v / counts[k] for k, v in sums.items()}, world)
+        means = _all_mean({k: v / counts[k] for k, v in sums.items()}, world, device)
         counters.tick += 1
         peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
@@ -207,7 +208,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
             if reason:
                 print(f"gan3d WARNING: training looks diverged: {reason}", flush=True)
                 wandb.alert("gan3d: training diverged", reason)
-        diverged = _all_mean({"d": float(reason is not None)}, world)["d"] > 0
+        diverged = _all_mean({"d": float(reason is not None)}, world, device)["d"] > 0
         row["diverged"] = float(diverged)
         halt = diverged and t.stop_on_divergence
         row["stop_reason"] = "done" if done else "user" if stop else "diverged" if halt else ""

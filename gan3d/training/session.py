@@ -92,7 +92,7 @@ class RaySession:
         """Rank 0 asks the driver's stop flag; the answer is broadcast so every rank stops at the same step."""
         import ray
 
-        flag = torch.zeros(1)
+        flag = torch.zeros(1, device=self.device)  # NCCL broadcasts CUDA tensors only
         if self.rank == 0:
             try:
                 if self._stop_actor is None:
