@@ -172,7 +172,7 @@ class LoggingConfig:
 class RunSettings:
     name: str = ""  # '' = the experiment file's stem
     out: str = "runs"
-    storage_path: str = ""  # '' = out; may be a pyarrow URI
+    storage_path: str = ""  # "" = out; a shared path or a URI (s3://, gs://) every node can reach
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
@@ -372,5 +372,5 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.run.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "run.placement_strategy",
          cfg.run.placement_strategy, "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
     sp = cfg.run.storage_path
-    need(not sp or "://" not in sp or sp.startswith("file://"), "run.storage_path", sp,
-         "a local or shared path (or file://); s3:// and gs:// run storage is not supported yet")
+    need(not sp or "://" not in sp or sp.split("://")[0] in ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss"),
+         "run.storage_path", sp, "a local or shared path, file://, or an object-store URI (s3://, gs://, hdfs://, abfs://)")

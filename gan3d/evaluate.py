@@ -40,8 +40,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Path, Optional[str]]:
     """A checkpoint dir as is; a run dir -> its best checkpoint by `metric` (default: the run's FID if it
-    logged one, else SWD), or its latest when no checkpoint carries the metric."""
-    path = Path(path)
+    logged one, else SWD), or its latest when no checkpoint carries the metric. A URI is downloaded first."""
+    from gan3d.storage import resolve_local
+
+    path = resolve_local(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint")
     if (path / META).is_file() or (path / STATE).is_file():
@@ -84,6 +86,7 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     import gan3d
     from gan3d import metrics as metrics_mod
     from gan3d.data import open_dataset
+    from gan3d.storage import filesystem, is_uri, resolve_local
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -104,4 +107,9 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     out = (ckpt_dir.parent if ckpt_dir.parent.name != "checkpoints" else ckpt_dir.parent.parent) / "eval.json"
     out.write_text(json.dumps({"checkpoint": str(ckpt_dir), "kimg": ckpt.counters.kimg, "metrics": values,
                                "protocols": protocols, "dataset": str(data)}, indent=1))
+    if is_uri(str(path)) and resolve_local(path) == out.parent:  # a run at a URI gets its eval.json back there
+        import pyarrow.fs as pafs
+
+        fs, root = filesystem(str(path))
+        pafs.copy_files(str(out), f"{root.rstrip('/')}/eval.json", destination_filesystem=fs)
     return EvalResult(ckpt_dir, ckpt.counters.kimg, values, protocols, out)

@@ -40,5 +40,6 @@ def ray_session():
     if not ray.is_initialized():
         ctx = ray.init(num_cpus=4, namespace="gan3d", include_dashboard=True, log_to_driver=False)
         os.environ["GAN3D_TEST_DASHBOARD"] = f"http://{ctx.dashboard_url}"
+        os.environ["GAN3D_TEST_RAY_ADDRESS"] = ctx.address_info["gcs_address"]  # for subprocess drivers
     yield ray
     ray.shutdown()

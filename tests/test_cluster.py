@@ -25,6 +25,10 @@ def test_launcher_configs_pass_rays_schema(name):
     gpu = [t for t in cfg["available_node_types"] if t != cfg["head_node_type"]]
     assert gpu and cfg["max_workers"] >= cfg["available_node_types"][gpu[0]]["max_workers"]
     assert any("gan3d" in c for c in cfg["setup_commands"])
+    # token auth: joining nodes fail with InvalidAuthToken unless they start in token mode with the same token
+    assert "~/.ray/auth_token" in cfg["file_mounts"]
+    assert all("RAY_AUTH_MODE=token" in c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+               if "ray start" in c)
 
 
 def test_kuberay_manifests_have_the_required_fields():
@@ -35,6 +39,7 @@ def test_kuberay_manifests_have_the_required_fields():
     job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())
     assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("gan3d sweep ")
     assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert rc["spec"]["authOptions"]["mode"] == job["spec"]["rayClusterSpec"]["authOptions"]["mode"] == "token"
     sweep = job["spec"]["entrypoint"].split()[2]
     assert (ROOT / sweep).is_file()
 
@@ -45,6 +50,7 @@ def test_slurm_script_is_valid_bash_and_runs_a_sweep():
     text = script.read_text()
     assert "ray start --head" in text and "ray start --address" in text and "gan3d sweep" in text
     assert "ray stop" in text  # teardown
+    assert "RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN_PATH" in text  # as tests/test_zz_multinode.py starts nodes
 
 
 def test_jobs_api_submit_status_and_logs(ray_session):

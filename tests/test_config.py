@@ -41,7 +41,7 @@ def test_config_is_frozen():
     ("dataset.resolution=48", "dataset.resolution' = 48 is not allowed: expected a power of two"),
     ("dataset.camera.dist=sphere", "one of dataset, spherical_uniform, uniform, normal"),
     ("training.gamma", "expected key=value"),
-    ("run.storage_path=s3://bucket/runs", "s3:// and gs:// run storage is not supported yet"),
+    ("run.storage_path=ftp://host/runs", "an object-store URI (s3://, gs://"),
     ("run.placement_strategy=RANDOM", "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD"),
 ])
 def test_invalid_configs_name_key_value_and_allowed(override, expected):

@@ -127,10 +127,13 @@ def open_dataset(path: str, resolution: Optional[int] = None, mirror: bool = Fal
                  need_poses: bool = False, max_size: int = 0):
     """A zip / folder -> ImageDataset; a Parquet dir or URI -> ParquetDataset."""
     from gan3d.data.parquet import ParquetDataset, is_parquet
+    from gan3d.storage import is_uri, local_copy
 
     if is_parquet(path):
         return ParquetDataset(path, resolution=resolution, mirror=mirror, use_labels=use_labels,
                               need_poses=need_poses)
+    if is_uri(str(path)):  # a zip in an object store: one download per node, into the cache
+        path = str(local_copy(str(path)))
     return ImageDataset(path, resolution, mirror, use_labels, need_poses, max_size)
 
 

@@ -33,7 +33,7 @@ RESIZE_FILTERS = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear"
 def is_parquet(path: str) -> bool:
     s = str(path)
     if "://" in s:
-        return True
+        return not s.endswith(".zip")  # a zip at a URI is downloaded and read as a zip
     p = Path(s)
     return p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet")))
 

@@ -14,8 +14,13 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
+    from ray.exceptions import AuthenticationError
+
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError:
+        raise Gan3dError(f"--address {address}: this cluster uses Ray token authentication; set RAY_AUTH_MODE=token "
+                         f"and its token in RAY_AUTH_TOKEN (or a file in RAY_AUTH_TOKEN_PATH)") from None
     except Exception as e:  # connection errors come in several types
         raise Gan3dError(f"--address {address}: no Ray Jobs API there ({type(e).__name__}: {str(e)[:200]}); "
                          f"expected the dashboard URL, e.g. http://HEAD:8265") from None

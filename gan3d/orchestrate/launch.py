@@ -1,8 +1,10 @@
 """One training run on Ray Train: `gan3d.train(cfg, ...)` and `gan3d train`.
 
 Everything that can be wrong with the config or the dataset is checked here, on the driver, before Ray
-starts. The run directory is {run.out}/{run.name}: Ray Train's checkpoints and snapshot live there
-beside metrics.parquet, samples/ and wandb/, so rerunning the same command resumes the run.
+starts. The run directory is {run.storage_path or run.out}/{run.name}: Ray Train's checkpoints and snapshot
+live there beside metrics.parquet, samples/ and wandb/, so rerunning the same command resumes the run. With an
+object-store storage_path (s3://, gs://) the run files are written to {run.out}/{run.name} on rank 0's node
+and mirrored to the URI after every tick (gan3d.storage).
 """
 from __future__ import annotations
 
@@ -16,18 +18,20 @@ from typing import Optional
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import ConfigError
+from gan3d.storage import RunMirror, is_uri, join
+from gan3d.track.store import MetricsStore
 from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
 
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_dir: Path | str  # a str URI when run.storage_path is an object store; so are the checkpoints
     kimg: float
     stop_reason: str  # done | user | diverged
     metric: Optional[str]  # the ranking metric (fid2k_full or swd)
     best_metric: Optional[float]
-    best_checkpoint: Optional[Path]
-    latest_checkpoint: Optional[Path]
+    best_checkpoint: Optional[Path | str]
+    latest_checkpoint: Optional[Path | str]
     metrics: dict
 
 
@@ -38,7 +42,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     cfg = config_mod.from_dict(config["cfg"])
     session = RaySession(config["run_name"], progress_bar=config.get("progress_bar", False))
-    training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"])
+    training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"], config.get("storage_uri"))
 
 
 def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
@@ -73,7 +77,9 @@ def _ensure_ray(address: Optional[str]) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True)
+    env = storage_env()
+    ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True,
+             runtime_env={"env_vars": env} if env else None)
 
 
 def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=None, name=None) -> ExperimentConfig:
@@ -94,7 +100,17 @@ def worker_env(cfg: ExperimentConfig) -> dict:
     for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_API_KEY", "WANDB_DIR"):
         if os.environ.get(key):
             env[key] = os.environ[key]
-    return env
+    return {**env, **storage_env()}
+
+
+# What pyarrow's S3 / GCS filesystems read. Forwarded from the driver when set, so the Train controller (which
+# writes the checkpoint snapshot) and the workers reach the same bucket and endpoint as the driver.
+STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+               "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def storage_env() -> dict:
+    return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
 
 
 def ranking_metric(cfg: ExperimentConfig) -> Optional[str]:
@@ -104,19 +120,22 @@ def ranking_metric(cfg: ExperimentConfig) -> Optional[str]:
     return main_metric(cfg.metrics.metrics, weights_path(cfg.metrics.inception_weights) is not None)
 
 
-def make_trainer(cfg: ExperimentConfig, storage: Path, dataset: str, callbacks=(), env: Optional[dict] = None):
-    """The TorchTrainer of one run: run dir = storage / cfg.run.name (Train's checkpoints beside ours)."""
+def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callbacks=(), env: Optional[dict] = None,
+                 local_dir: Optional[Path] = None):
+    """The TorchTrainer of one run: run dir = storage / cfg.run.name (Train's checkpoints beside ours). With a
+    URI storage, gan3d's files go to local_dir on rank 0's node and are mirrored to the URI."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     metric = ranking_metric(cfg)
-    run_dir = storage / cfg.run.name
+    uri = join(str(storage), cfg.run.name) if is_uri(str(storage)) else None
+    run_dir = local_dir if uri else Path(storage) / cfg.run.name
     gpus = cfg.run.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": config_mod.to_dict(cfg), "run_dir": str(run_dir), "dataset": dataset,
-                           "run_name": cfg.run.name, "run_id": _run_id(run_dir),
-                           "progress_bar": sys.stderr.isatty()},
+                           "run_name": cfg.run.name, "run_id": _run_id(Path(uri or run_dir)),
+                           "storage_uri": uri, "progress_bar": sys.stderr.isatty()},
         scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=gpus > 0,
                                      placement_strategy=cfg.run.placement_strategy,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker,
@@ -135,23 +154,31 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
           address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None) -> RunResult:
     """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster)."""
     cfg = resolve_run(cfg, workers, gpus_per_worker, out, name)
-    out_dir = Path((cfg.run.storage_path or cfg.run.out).removeprefix("file://")).expanduser().resolve()
-    run_dir = out_dir / cfg.run.name
+    storage = cfg.run.storage_path
+    uri = join(storage, cfg.run.name) if is_uri(storage) else None
+    out_dir = Path((storage if not uri and storage else cfg.run.out).removeprefix("file://")).expanduser().resolve()
+    run_dir = out_dir / cfg.run.name  # with a URI: the local working dir; the run lives at the URI
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
+    if uri:
+        mirror = RunMirror(run_dir, uri)
+        mirror.pull([MetricsStore.FILE, "workers.jsonl"])  # resuming from another machine
+        mirror.push()  # the synthetic default dataset (if any) must be reachable from every node
+        if Path(dataset).parent == run_dir:
+            dataset = join(uri, Path(dataset).name)
 
     import ray
 
     _ensure_ray(address)
     stop_flag = _stop_flag(cfg.run.name)
-    trainer = make_trainer(cfg, out_dir, dataset)
+    trainer = make_trainer(cfg, storage if uri else out_dir, dataset, local_dir=run_dir)
     previous = _install_stop_handlers(stop_flag)
     try:
         result = trainer.fit()
     finally:
         _restore_handlers(previous)
         ray.kill(stop_flag)
-    return _run_result(result, run_dir, ranking_metric(cfg))
+    return _run_result(result, uri or run_dir, ranking_metric(cfg))
 
 
 def _run_id(run_dir: Path) -> str:
@@ -179,7 +206,12 @@ def _stop_flag(run_name: str):
         ray.kill(ray.get_actor(name, namespace=NAMESPACE))  # a leftover from an interrupted driver
     except ValueError:
         pass
-    return StopFlag.options(name=name, namespace=NAMESPACE).remote()
+    # On the driver's node: the flag must outlive the loss of any worker node (a 0-CPU actor lands anywhere,
+    # and one on a node that died took the run down with it in the two-node test).
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return StopFlag.options(name=name, namespace=NAMESPACE, scheduling_strategy=here).remote()
 
 
 def _install_stop_handlers(stop_flag):
@@ -207,14 +239,21 @@ def _restore_handlers(previous: dict) -> None:
         signal.signal(sig, h)
 
 
-def _run_result(result, run_dir: Path, metric: Optional[str]) -> RunResult:
+def _checkpoint_path(ckpt, run_dir: Path | str) -> Path | str:
+    """A Train checkpoint's location: a local Path, or a URI with the run's scheme."""
+    if isinstance(run_dir, str):
+        return f"{run_dir.split('://')[0]}://{ckpt.path}"
+    return Path(ckpt.path)
+
+
+def _run_result(result, run_dir: Path | str, metric: Optional[str]) -> RunResult:
     from gan3d.training.checkpoint import read_checkpoint
 
-    latest = Path(result.checkpoint.path) if result.checkpoint is not None else None
+    latest = _checkpoint_path(result.checkpoint, run_dir) if result.checkpoint is not None else None
     best = best_value = None
     for ckpt, m in result.best_checkpoints or []:
         if metric and m.get(metric) is not None and (best_value is None or m[metric] < best_value):
-            best, best_value = Path(ckpt.path), float(m[metric])
+            best, best_value = _checkpoint_path(ckpt, run_dir), float(m[metric])
     metrics = dict(result.metrics or {})
     if not metrics and latest is not None:  # a rerun of a finished run reports nothing new
         ck = read_checkpoint(latest)

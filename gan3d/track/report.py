@@ -54,8 +54,10 @@ def _run_config(run_dir: Path) -> dict:
 
 def collect(paths: Sequence[str | Path]) -> list[RunInfo]:
     """Runs from run dirs and sweep dirs (a sweep dir has trials.parquet and runs/)."""
+    from gan3d.storage import resolve_local
+
     runs: list[RunInfo] = []
-    for p in map(Path, paths):
+    for p in map(resolve_local, paths):  # a run at an s3:// / gs:// URI is downloaded to the cache first
         if not p.is_dir():
             raise Gan3dError(f"{p}: no such run or sweep directory")
         if (p / "trials.parquet").is_file():

@@ -12,6 +12,8 @@ FILE = "metrics.parquet"
 
 
 class MetricsStore:
+    FILE = FILE
+
     def __init__(self, run_dir: str | Path, resume_kimg: Optional[float] = None):
         self.path = Path(run_dir) / FILE
         self.rows: list[dict] = []

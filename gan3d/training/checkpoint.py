@@ -68,7 +68,9 @@ class LoadedCheckpoint:
 
 
 def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    path = Path(path)
+    from gan3d.storage import resolve_local
+
+    path = resolve_local(path)  # a checkpoint at an s3:// / gs:// URI is downloaded to the local cache
     if path.is_file() and path.name == STATE:
         path = path.parent
     if not path.exists():

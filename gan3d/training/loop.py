@@ -8,6 +8,7 @@ import resource
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -25,8 +26,9 @@ from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, read
                                     write_checkpoint)
 from gan3d.training.health import HealthMonitor
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
-from gan3d.training.session import checkpoint_tmpdir
+from gan3d.training.session import checkpoint_tmpdir, record_placement
 from gan3d.track import media
+from gan3d.storage import RunMirror
 from gan3d.track.store import MetricsStore
 from gan3d.track.wandb_run import WandbRun, resolve_mode
 
@@ -52,8 +54,10 @@ def _all_mean(values: dict[str, float], world: int, device: torch.device) -> dic
     return {k: float(v) / world for k, v in zip(keys, t)}
 
 
-def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str) -> dict:
-    """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row."""
+def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str,
+                  storage_uri: Optional[str] = None) -> dict:
+    """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row.
+    With `storage_uri`, run_dir is a local working directory that rank 0 mirrors there after every tick."""
     # Setup.
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +105,11 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     last_metrics: dict[str, float] = dict(latest.metrics) if latest is not None else {}
     parts = GanParts(cfg, G, D, augment, np_rng, torch_gen)
     phases = make_phases(t)
+
+    mirror = RunMirror(run_dir, storage_uri) if storage_uri and rank == 0 else None
+    if mirror is not None:  # a restart on another node continues the run's table and placement log
+        mirror.pull([MetricsStore.FILE, "workers.jsonl"])
+    record_placement(session, run_dir, counters.kimg)
 
     # Logging (rank 0 only).
     cfg_dict = config_mod.to_dict(cfg)
@@ -235,6 +244,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
                 f"{k} {v:.4g}" for k, v in numeric.items() if k in ("kimg", "sec_per_kimg", "loss_G", "loss_D_real",
                                                                    "loss_D_fake", "r1_penalty", "augment_p", "swd",
                                                                    main or "")), flush=True)
+            if mirror is not None:
+                mirror.push()
         tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
         if done or stop or halt:
             break
@@ -243,6 +254,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     if rank == 0:
         bar.close()
         wandb.finish(exit_code=0 if row.get("stop_reason") == "done" else 1)
+        if mirror is not None:
+            mirror.push()  # the W&B run's closing records
     return row
 
 

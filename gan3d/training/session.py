@@ -3,8 +3,11 @@ used by `gan3d bench` and to measure Ray's overhead). The loop only talks to thi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import socket
+import time
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -53,6 +56,9 @@ class LocalSession:
     def should_stop(self) -> bool:
         return self._stop
 
+    def placement(self) -> dict:
+        return {"rank": 0, "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)}
+
     def progress(self, total: float, initial: float):
         from tqdm import tqdm
         return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True)
@@ -88,6 +94,13 @@ class RaySession:
         ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
         ray.train.report(metrics, checkpoint=ckpt)
 
+    def placement(self) -> dict:
+        import ray
+
+        return {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(),
+                "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
+                "device": str(self.device)}
+
     def should_stop(self) -> bool:
         """Rank 0 asks the driver's stop flag; the answer is broadcast so every rank stops at the same step."""
         import ray
@@ -100,6 +113,8 @@ class RaySession:
                 flag[0] = float(ray.get(self._stop_actor.is_set.remote(), timeout=10))
             except (ValueError, ray.exceptions.GetTimeoutError):
                 pass  # no driver flag (e.g. a job submitted without one): never stop early
+            except ray.exceptions.RayActorError:  # the flag's node died: a stop flag must not stop training
+                self._stop_actor = None
         if self.world > 1 and dist.is_initialized():
             dist.broadcast(flag, src=0)
         return bool(flag[0])
@@ -127,3 +142,20 @@ class _NoBar:
 
 def checkpoint_tmpdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="gan3d-ckpt-"))
+
+
+def record_placement(session, run_dir: Path, kimg: float) -> list[dict]:
+    """Every rank's placement (node, pid, device), gathered on rank 0 and appended to run_dir/workers.jsonl:
+    one line per (re)start, so a restart after a lost node shows where the run went on."""
+    mine = session.placement()
+    everyone = [mine]
+    if session.world > 1 and dist.is_initialized():
+        everyone = [None] * session.world
+        dist.all_gather_object(everyone, mine)
+    if session.rank == 0:
+        line = {"time": time.time(), "kimg": kimg, "world": session.world, "workers": everyone}
+        with open(Path(run_dir) / "workers.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        nodes = {w.get("node_id", w["host"]) for w in everyone}
+        print(f"gan3d: {session.world} worker(s) on {len(nodes)} node(s) at kimg {kimg:.3f}", flush=True)
+    return everyone

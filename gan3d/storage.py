@@ -1,0 +1,126 @@
+"""Run storage that any node can reach: a local or shared path, or an object-store URI (s3://, gs://, ...).
+
+Ray Train writes the checkpoints there itself (RunConfig(storage_path=URI)). gan3d's own run files
+(metrics.parquet, workers.jsonl, samples/, wandb/) are written to a local working directory on rank 0's node
+and mirrored to `{URI}/{run name}/` after every tick, so a run restarted on another node, `gan3d eval`,
+`render` and `report` find them there. Everything goes through pyarrow filesystems, which read credentials and
+endpoints the way the cloud SDKs do (AWS_* variables incl. AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Optional
+
+from gan3d.errors import Gan3dError
+
+SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+CACHE = Path(os.environ.get("GAN3D_CACHE", "~/.cache/gan3d")).expanduser()
+
+
+def is_uri(path) -> bool:
+    """An object-store URI (file:// is a local path)."""
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path inside it) for a URI, with a clear error when it cannot be reached."""
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError depending on the scheme
+        raise Gan3dError(f"{uri}: cannot open this storage URI ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _files(fs, root: str) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime ns)} of the files under root (empty if root does not exist)."""
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return {}
+    out = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type == pafs.FileType.File:
+            out[info.path[len(root):].lstrip("/")] = (info.size, info.mtime_ns or 0)
+    return out
+
+
+class RunMirror:
+    """Mirror of a local run directory at a URI: `push` uploads files that changed since the last push,
+    `pull` fetches named files the local directory lacks (a run restarted on another node)."""
+
+    def __init__(self, local_dir: str | Path, uri: str, skip: Iterable[str] = ("checkpoint",)):
+        self.local, self.uri = Path(local_dir), uri
+        self.fs, self.root = filesystem(uri)
+        self.skip = tuple(skip)  # Train owns the checkpoint directories there
+        self._pushed: dict[str, tuple[int, int]] = {}
+
+    def pull(self, names: Iterable[str]) -> list[str]:
+        import pyarrow.fs as pafs
+
+        got = []
+        for name in names:
+            dest = self.local / name
+            src = f"{self.root}/{name}"
+            if dest.exists() or self.fs.get_file_info(src).type != pafs.FileType.File:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.part")
+            pafs.copy_files(src, str(tmp), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
+            os.replace(tmp, dest)
+            got.append(name)
+        return got
+
+    def push(self) -> list[str]:
+        import pyarrow.fs as pafs
+
+        local = pafs.LocalFileSystem()
+        changed = [rel for rel, stamp in _files(local, str(self.local.resolve())).items()
+                   if not rel.split("/")[0].startswith(self.skip) and not rel.endswith((".tmp", ".part"))
+                   and self._pushed.get(rel) != stamp]
+        for rel in changed:  # one object per file: an object store's put is atomic, so readers never see halves
+            pafs.copy_files(str(self.local / rel), f"{self.root}/{rel}", source_filesystem=local,
+                            destination_filesystem=self.fs)
+            self._pushed[rel] = self._stamp(rel)
+        return changed
+
+    def _stamp(self, rel: str) -> tuple[int, int]:
+        st = (self.local / rel).stat()
+        return st.st_size, st.st_mtime_ns
+
+
+def local_copy(uri: str, cache: Optional[Path] = None) -> Path:
+    """A run directory, checkpoint directory or file at a URI, downloaded once into the local cache
+    (re-downloaded when its listing changes); returns the local path."""
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(uri)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise Gan3dError(f"{uri}: not found")
+    listing = _files(fs, root) if info.type == pafs.FileType.Directory else {"": (info.size, info.mtime_ns or 0)}
+    key = hashlib.sha1(f"{uri}\n{sorted(listing.items())}".encode()).hexdigest()[:16]
+    dest = (cache or CACHE / "storage") / key / Path(root).name
+    if not dest.exists():
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # ranks on one node each download their own
+        (tmp if info.type == pafs.FileType.Directory else tmp.parent).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(root, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        try:
+            os.replace(tmp, dest)  # complete or absent, never half-written
+        except OSError:  # another rank got there first (a directory cannot replace a directory)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def resolve_local(path) -> Path:
+    """A local Path for a user-given path or URI (URIs are downloaded to the cache)."""
+    if is_uri(str(path)):
+        return local_copy(str(path))
+    return Path(str(path).removeprefix("file://")).expanduser()

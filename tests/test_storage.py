@@ -1,0 +1,116 @@
+"""Run storage in an object store: a local S3-compatible server (moto), Ray Train's checkpoints and gan3d's
+run files in the bucket, a resume from the bucket on a machine with no local files, and eval / load from it."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+import gan3d
+from gan3d.errors import ConfigError
+from gan3d.storage import RunMirror, filesystem, local_copy
+from conftest import SMOKE, TINY
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free port, a bucket, and the AWS_* variables pyarrow and Ray read."""
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)], stdout=log, stderr=log)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for _ in range(100):
+            try:
+                boto3.client("s3").create_bucket(Bucket="gan3d-test")
+                break
+            except Exception:
+                time.sleep(0.2)
+        yield env  # merged into os.environ at call time: the session's Ray adds its auth settings later
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        server.terminate()
+        server.wait(10)
+
+
+def _listing(uri):
+    fs, root = filesystem(uri)
+    return {i.path[len(root) + 1:] for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+            if i.type == pafs.FileType.File}
+
+
+def test_mirror_pushes_only_changes_and_pulls_what_is_missing(s3, tmp_path):
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    (run / "metrics.parquet").write_bytes(b"v1")
+    (run / "samples" / "grid.png").write_bytes(b"png")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state.pt").write_bytes(b"Train's job, not the mirror's")
+    mirror = RunMirror(run, "s3://gan3d-test/mirror/run")
+    assert sorted(mirror.push()) == ["metrics.parquet", "samples/grid.png"]
+    assert mirror.push() == []  # nothing changed
+    (run / "metrics.parquet").write_bytes(b"v2, longer")
+    assert mirror.push() == ["metrics.parquet"]
+    assert _listing("s3://gan3d-test/mirror/run") == {"metrics.parquet", "samples/grid.png"}
+    elsewhere = RunMirror(tmp_path / "other", "s3://gan3d-test/mirror/run")
+    assert elsewhere.pull(["metrics.parquet", "workers.jsonl"]) == ["metrics.parquet"]  # absent names are skipped
+    assert (tmp_path / "other" / "metrics.parquet").read_bytes() == b"v2, longer"
+    copy = local_copy("s3://gan3d-test/mirror/run", cache=tmp_path / "cache")
+    assert (copy / "samples" / "grid.png").read_bytes() == b"png"
+
+
+def _train(s3, out, kimg):
+    cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *TINY, f"training.kimg={kimg}",
+           "run.storage_path=s3://gan3d-test/runs", "--out", str(out), "--name", "s3run",
+           "--address", os.environ["GAN3D_TEST_RAY_ADDRESS"]]
+    res = subprocess.run(cmd, env={**os.environ, **s3, "WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def test_run_in_a_bucket_resumes_from_it_on_a_machine_without_its_files(s3, ray_session, tmp_path):
+    out = _train(s3, tmp_path / "machine1", 0.032)
+    assert "s3://gan3d-test/runs/s3run" in out
+    files = _listing("s3://gan3d-test/runs/s3run")
+    assert {"metrics.parquet", "workers.jsonl", "checkpoint_manager_snapshot.json"} <= files
+    assert any(f.startswith("checkpoint_") and f.endswith("meta.json") for f in files)
+    assert any(f.startswith("synthetic_") and f.endswith(".zip") for f in files)  # workers read the data there
+    assert any(f.startswith("wandb/") for f in files) and any(f.startswith("samples/") for f in files)
+
+    # A second machine: a fresh local dir, the same storage path -> Train resumes from the bucket's checkpoint.
+    _train(s3, tmp_path / "machine2", 0.064)
+    fs, root = filesystem("s3://gan3d-test/runs/s3run")
+    with fs.open_input_file(f"{root}/metrics.parquet") as f:
+        kimg = pq.read_table(f).column("kimg").to_pylist()
+    assert kimg == pytest.approx([0.016, 0.032, 0.048, 0.064])  # one table, continued, nothing repeated
+    with fs.open_input_stream(f"{root}/workers.jsonl") as f:
+        starts = [json.loads(line) for line in f.read().decode().splitlines()]
+    assert [s["kimg"] for s in starts] == pytest.approx([0.0, 0.032])
+
+    # eval and load_generator take the URI directly; eval.json lands back in the bucket.
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "eval", "s3://gan3d-test/runs/s3run", "--metrics", "swd",
+                          "--num-fakes", "16"], env={**os.environ, **s3}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "eval.json" in _listing("s3://gan3d-test/runs/s3run")
+    ckpt = max(f.split("/")[0] for f in _listing("s3://gan3d-test/runs/s3run") if f.startswith("checkpoint_20"))
+    G = gan3d.load_generator(f"s3://gan3d-test/runs/s3run/{ckpt}")
+    assert G.render([0], __import__("torch").tensor([1.57, 1.3, 0.0])).shape[-1] == 32
+
+
+def test_sweeps_refuse_a_run_storage_path(tmp_path):
+    from gan3d.orchestrate.sweep_spec import load_sweep
+
+    with pytest.raises(ConfigError, match="run.storage_path"):
+        load_sweep(str(SMOKE.parent / "sweeps" / "smoke.yaml"), ["run.storage_path=s3://gan3d-test/x"])
