@@ -82,8 +82,10 @@ class RunMirror:
         import pyarrow.fs as pafs
 
         local = pafs.LocalFileSystem()
-        changed = [rel for rel, stamp in _files(local, str(self.local.resolve())).items()
+        root = self.local.resolve()
+        changed = [rel for rel, stamp in _files(local, str(root)).items()
                    if not rel.split("/")[0].startswith(self.skip) and not rel.endswith((".tmp", ".part"))
+                   and (root / rel).resolve() == root / rel  # not through a link (wandb/latest-run)
                    and self._pushed.get(rel) != stamp]
         for rel in changed:  # one object per file: an object store's put is atomic, so readers never see halves
             pafs.copy_files(str(self.local / rel), f"{self.root}/{rel}", source_filesystem=local,
