@@ -54,7 +54,7 @@ def _files(fs, root: str) -> dict[str, tuple[int, int]]:
 
 class RunMirror:
     """Mirror of a local run directory at a URI: `push` uploads files that changed since the last push,
-    `pull` fetches named files the local directory lacks (a run restarted on another node)."""
+    `pull` makes named local files match the store (a run restarted on this or another node)."""
 
     def __init__(self, local_dir: str | Path, uri: str, skip: Iterable[str] = ("checkpoint",)):
         self.local, self.uri = Path(local_dir), uri
@@ -63,13 +63,16 @@ class RunMirror:
         self._pushed: dict[str, tuple[int, int]] = {}
 
     def pull(self, names: Iterable[str]) -> list[str]:
+        """The store wins: a local copy left from an older run of the same name would otherwise be continued
+        (and pushed back over the run's real files). Names the store lacks are removed locally."""
         import pyarrow.fs as pafs
 
         got = []
         for name in names:
             dest = self.local / name
             src = f"{self.root}/{name}"
-            if dest.exists() or self.fs.get_file_info(src).type != pafs.FileType.File:
+            if self.fs.get_file_info(src).type != pafs.FileType.File:
+                dest.unlink(missing_ok=True)
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.part")

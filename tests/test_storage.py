@@ -64,9 +64,14 @@ def test_mirror_pushes_only_changes_and_pulls_what_is_missing(s3, tmp_path):
     (run / "metrics.parquet").write_bytes(b"v2, longer")
     assert mirror.push() == ["metrics.parquet"]
     assert _listing("s3://gan3d-test/mirror/run") == {"metrics.parquet", "samples/grid.png"}
-    elsewhere = RunMirror(tmp_path / "other", "s3://gan3d-test/mirror/run")
-    assert elsewhere.pull(["metrics.parquet", "workers.jsonl"]) == ["metrics.parquet"]  # absent names are skipped
-    assert (tmp_path / "other" / "metrics.parquet").read_bytes() == b"v2, longer"
+    stale = tmp_path / "other"
+    stale.mkdir()
+    (stale / "metrics.parquet").write_bytes(b"an older run of the same name")
+    (stale / "workers.jsonl").write_text("{}\n")
+    elsewhere = RunMirror(stale, "s3://gan3d-test/mirror/run")
+    assert elsewhere.pull(["metrics.parquet", "workers.jsonl"]) == ["metrics.parquet"]
+    assert (stale / "metrics.parquet").read_bytes() == b"v2, longer"  # the store wins over a stale local copy
+    assert not (stale / "workers.jsonl").exists()  # and what the store lacks is not continued
     copy = local_copy("s3://gan3d-test/mirror/run", cache=tmp_path / "cache")
     assert (copy / "samples" / "grid.png").read_bytes() == b"png"
 
@@ -114,3 +119,40 @@ def test_sweeps_refuse_a_run_storage_path(tmp_path):
 
     with pytest.raises(ConfigError, match="run.storage_path"):
         load_sweep(str(SMOKE.parent / "sweeps" / "smoke.yaml"), ["run.storage_path=s3://gan3d-test/x"])
+
+
+def test_sweep_stored_in_a_bucket(s3, ray_session, tmp_path):
+    """`out: s3://...`: Tune's state, every trial's Train run and trials.parquet live in the bucket."""
+    import yaml
+
+    spec = {"experiment": str(SMOKE), "overrides": [*TINY, "training.kimg=0.032", "metrics.num_fakes=16"],
+            "space": {"training.gamma": {"grid": [0.05, 0.5]}}, "metric": "swd", "mode": "min",
+            "scheduler": {"kind": "fifo"}, "resources": {"workers": 1, "cpus_per_worker": 1},
+            "max_concurrent_trials": 2, "out": "s3://gan3d-test/sweeps", "name": "s3sweep"}
+    path = tmp_path / "s3sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, **s3, "WANDB_MODE": "offline"}
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "sweep", str(path), "--address",
+                          os.environ["GAN3D_TEST_RAY_ADDRESS"]], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    files = _listing("s3://gan3d-test/sweeps/s3sweep")
+    fs, root = filesystem("s3://gan3d-test/sweeps/s3sweep")
+    with fs.open_input_file(f"{root}/trials.parquet") as f:
+        trials = pq.read_table(f).to_pandas()
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all() and trials["best/swd"].notna().all()
+    for run in trials["run_name"]:
+        assert f"runs/{run}/metrics.parquet" in files
+        assert any(f.startswith(f"runs/{run}/checkpoint_") and f.endswith("meta.json") for f in files)
+    assert any(f.startswith("synthetic_") for f in files)  # the dataset every trial's workers read
+    # rerunning the command restores Tune's state from the bucket: finished trials are not run again
+    again = subprocess.run([sys.executable, "-m", "gan3d.cli", "sweep", str(path), "--address",
+                            os.environ["GAN3D_TEST_RAY_ADDRESS"]], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    checkpoints = {f.split("/")[2] for f in files if f.startswith("runs/") and "/checkpoint_2" in f}
+    assert {f.split("/")[2] for f in _listing("s3://gan3d-test/sweeps/s3sweep")
+            if f.startswith("runs/") and "/checkpoint_2" in f} == checkpoints
+    # the comparison report reads the sweep from the bucket
+    rep = subprocess.run([sys.executable, "-m", "gan3d.cli", "report", "s3://gan3d-test/sweeps/s3sweep", "--out",
+                          str(tmp_path / "r.html")], env=env, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert (tmp_path / "r.html").read_text().count("<tr") == 3  # header + 2 trials

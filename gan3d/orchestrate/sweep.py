@@ -8,6 +8,10 @@ PBT needs to copy a strong trial's state. After an exploit the trial continues f
 checkpoint (kimg, schedules and optimizer state intact) under a new Train run name, with its perturbed
 hyperparameters. The sweep dir holds trials.parquet (one row per trial, updated as trials report) and
 exploits.jsonl (one line per PBT exploit).
+
+`out` may be an object-store URI (s3://, gs://): Tune keeps its experiment state there, each trial's Train run
+lives at {out}/{name}/runs/{run} (gan3d.storage mirrors its files), trials.parquet is copied there after every
+update, and PBT exploits pass checkpoints through it. Local copies go to a working dir on each node.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from gan3d import config as config_mod
 from gan3d.errors import Gan3dError
 from gan3d.orchestrate import sweep_spec
 from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
+from gan3d.storage import CACHE, RunMirror, filesystem, is_uri, join
 
 MARKER = "gan3d_trial.json"
 TRIALS = "trials.parquet"
@@ -35,12 +40,29 @@ TRIALS = "trials.parquet"
 
 @dataclass
 class SweepResult:
-    sweep_dir: Path
+    sweep_dir: Path | str  # str URIs when the sweep's out is an object store
     trials: Any  # pandas DataFrame, one row per trial
     metric: str
     best_trial: Optional[str]
-    best_run_dir: Optional[Path]
-    best_checkpoint: Optional[Path]
+    best_run_dir: Optional[Path | str]
+    best_checkpoint: Optional[Path | str]
+
+
+def _local_dir(uri: str) -> Path:
+    """The working directory on this node for a sweep stored at a URI."""
+    return CACHE / "sweeps" / uri.replace("://", "/").strip("/")
+
+
+def _fetch(path: str, uri: Optional[str], dest: Path) -> Path:
+    """A Train checkpoint directory as a local copy (Train gives object-store paths without their scheme)."""
+    if uri is None:
+        shutil.copytree(path, dest, dirs_exist_ok=True)
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        import pyarrow.fs as pafs
+        fs, _ = filesystem(uri)
+        pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return dest
 
 
 def _forward_callback(queue):
@@ -64,7 +86,9 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
     from gan3d.orchestrate.launch import make_trainer
 
     trial_id = tune.get_context().get_trial_id()
-    sweep_dir = Path(sweep_dir)
+    uri = sweep_dir if is_uri(sweep_dir) else None
+    sweep_dir = _local_dir(uri) if uri else Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     params = {k: v.item() if hasattr(v, "item") else v for k, v in params.items()}  # numpy scalars -> Python
     tags = [f"{k.split('.')[-1]}={v}" for k, v in sorted(params.items())]
     values = {**params, "logging.group": group, "logging.tags": tags, "dataset.path": dataset}
@@ -79,16 +103,22 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
                 keep = sweep_dir / "exploits" / f"{trial_id}-{marker['kimg']:.3f}-{os.getpid()}"
                 shutil.copytree(d, keep, ignore=shutil.ignore_patterns(MARKER))
                 resume_from = keep
+                if uri:  # the trial's Train workers may run on other nodes: they read it from the store
+                    resume_from = join(uri, "exploits", keep.name)
+                    RunMirror(keep, resume_from).push()
                 run_name = f"{trial_id}-from-{marker['trial']}-{marker['kimg']:.3f}"
                 with open(sweep_dir / "exploits.jsonl", "a") as f:
                     f.write(json.dumps({"trial": trial_id, "source_trial": marker["trial"], "kimg": marker["kimg"],
-                                        "checkpoint": str(keep), "run_name": run_name, "params": params}) + "\n")
+                                        "checkpoint": str(resume_from), "run_name": run_name, "params": params}) + "\n")
+                if uri:
+                    RunMirror(sweep_dir, uri, skip=("exploits", "runs", "trials")).push()
     if resume_from is not None:
         values["training.resume"] = str(resume_from)
     cfg = config_mod.set_values(config_mod.from_dict(base), {**values, "run.name": run_name})
 
     queue = Queue(actor_options={"num_cpus": 0})
-    trainer = make_trainer(cfg, sweep_dir / "runs", dataset, callbacks=[_forward_callback(queue)])
+    trainer = make_trainer(cfg, join(uri, "runs") if uri else sweep_dir / "runs", dataset,
+                           callbacks=[_forward_callback(queue)], local_dir=sweep_dir / "runs" / run_name)
     outcome: dict = {}
 
     def fit():
@@ -113,7 +143,7 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
         m["run_name"] = run_name
         if item["checkpoint"] and tune_checkpoints:
             with tempfile.TemporaryDirectory() as tmp:
-                shutil.copytree(item["checkpoint"], tmp, dirs_exist_ok=True)
+                _fetch(item["checkpoint"], uri, Path(tmp))
                 (Path(tmp) / MARKER).write_text(json.dumps({"trial": trial_id, "run_name": run_name,
                                                             "kimg": m.get("kimg", 0.0)}))
                 tune.report(m, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -127,14 +157,16 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
 class TrialsTable(tune.Callback):
     """Keeps trials.parquet: one row per trial with its hyperparameters, status and metrics."""
 
-    def __init__(self, path: str, metric: str, mode: str):
-        self.path, self.metric, self.mode = Path(path), metric, mode
+    def __init__(self, path: str, metric: str, mode: str, uri: Optional[str] = None):
+        self.path, self.metric, self.mode, self.uri = Path(path), metric, mode, uri  # uri: the sweep at a store
         self.rows: dict[str, dict] = {}
         self._loaded = False
 
     def _load(self) -> None:
         """Merge the table on disk once: after Tuner.restore this callback comes back as it was pickled
         when the sweep started, and finished trials report nothing again."""
+        if not self._loaded and self.uri:
+            RunMirror(self.path.parent, self.uri).pull([TRIALS])  # the store's table, not a stale local copy
         if not self._loaded and self.path.is_file():
             for r in pq.read_table(self.path).to_pylist():
                 self.rows.setdefault(r["trial_id"], r)
@@ -166,6 +198,10 @@ class TrialsTable(tune.Callback):
         tmp = self.path.with_name(f".{TRIALS}.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, self.path)
+        if self.uri:
+            import pyarrow.fs as pafs
+            fs, root = filesystem(self.uri)
+            pafs.copy_files(str(self.path), f"{root}/{TRIALS}", destination_filesystem=fs)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._update(trial, result)
@@ -186,13 +222,17 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     if not isinstance(spec, Sweep):
         spec = load_sweep(spec, overrides)
     s, base, metric = spec.settings, spec.base, spec.metric
-    out = Path(s.out).expanduser().resolve()
-    sweep_dir = out / s.name
+    uri = join(s.out, s.name) if is_uri(s.out) else None
+    out = s.out if uri else Path(s.out).expanduser().resolve()
+    sweep_dir = _local_dir(uri) if uri else out / s.name  # with a URI: this machine's working copy
     sweep_dir.mkdir(parents=True, exist_ok=True)
     r = s.resources
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})
     dataset = prepare_dataset(base, sweep_dir)
+    if uri and Path(dataset).parent == sweep_dir:  # the synthetic default: every node reads it from the store
+        RunMirror(sweep_dir, uri, skip=("exploits", "runs", "trials")).push()
+        dataset = join(uri, Path(dataset).name)
     _ensure_ray(address)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
@@ -200,11 +240,12 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     # Other schedulers resume from each trial's Train snapshot and hand Tune no checkpoints.
     population_based = s.scheduler.kind in ("pbt", "pb2")
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=config_mod.to_dict(base), sweep_dir=str(sweep_dir), dataset=dataset,
+        tune.with_parameters(run_trial, base=config_mod.to_dict(base), sweep_dir=uri or str(sweep_dir), dataset=dataset,
                              metric=metric, group=s.name, tune_checkpoints=population_based),
         {"cpu": 0.01})  # the trial driver only waits; its Train workers hold the real resources
-    if (resume or (sweep_dir / "tuner.pkl").exists()) and tune.Tuner.can_restore(str(sweep_dir)):
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, restart_errored=True)
+    state = uri or str(sweep_dir)  # where Tune keeps the experiment state (tuner.pkl, trial records)
+    if (resume or uri or (sweep_dir / "tuner.pkl").exists()) and tune.Tuner.can_restore(state):
+        tuner = tune.Tuner.restore(state, trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -214,25 +255,26 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
                                         max_concurrent_trials=min(s.max_concurrent_trials or fit, fit),
                                         reuse_actors=False),
             run_config=tune.RunConfig(name=s.name, storage_path=str(out),
-                                      callbacks=[TrialsTable(str(sweep_dir / TRIALS), metric, s.mode)],
+                                      callbacks=[TrialsTable(str(sweep_dir / TRIALS), metric, s.mode, uri)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=1))
     results = tuner.fit()
-    return _sweep_result(results, sweep_dir, metric, s.mode)
+    return _sweep_result(results, sweep_dir, metric, s.mode, uri)
 
 
-def _sweep_result(results, sweep_dir: Path, metric: str, mode: str) -> SweepResult:
+def _sweep_result(results, sweep_dir: Path, metric: str, mode: str, uri: Optional[str] = None) -> SweepResult:
     trials = pq.read_table(sweep_dir / TRIALS).to_pandas() if (sweep_dir / TRIALS).is_file() else None
     best_trial = best_run = best_ckpt = None
     try:
         best = results.get_best_result(metric=metric, mode=mode, scope="all")
         best_trial = best.metrics.get("trial_id")
         if best.metrics.get("run_name"):
-            best_run = sweep_dir / "runs" / best.metrics["run_name"]
+            best_run = join(uri, "runs", best.metrics["run_name"]) if uri else sweep_dir / "runs" / best.metrics["run_name"]
         if best.checkpoint is not None:  # PBT / PB2 sweeps hand Tune their checkpoints
-            best_ckpt = Path(best.checkpoint.path)
+            path = best.checkpoint.path
+            best_ckpt = f"{uri.split('://')[0]}://{path}" if uri else Path(path)
         elif best_run is not None:
             from gan3d.evaluate import best_checkpoint
             best_ckpt = best_checkpoint(best_run, metric)[0]
     except (RuntimeError, ValueError, KeyError, Gan3dError):
         pass  # no trial reported the metric, or no checkpoint was written
-    return SweepResult(sweep_dir, trials, metric, best_trial, best_run, best_ckpt)
+    return SweepResult(uri or sweep_dir, trials, metric, best_trial, best_run, best_ckpt)

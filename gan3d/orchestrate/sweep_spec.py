@@ -104,7 +104,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     base = config_mod.load_config(exp, list(s.overrides) + experiment_overrides)
     if base.run.storage_path:  # silently ignoring it would put trials where the user does not look
         raise ConfigError(f"{path}: key 'run.storage_path' = {base.run.storage_path!r} is not used by sweeps: "
-                          f"trials live under the sweep's 'out' (a path every node shares); set 'out' instead")
+                          f"trials live under the sweep's 'out' (a shared path or an s3:// / gs:// URI); set 'out' instead")
     if not s.name:
         s = _replace(s, name=path.stem)
     metric = check(s, base)
