@@ -195,6 +195,7 @@ CAMERA_DISTS = ("dataset", "spherical_uniform", "uniform", "normal", "truncated_
 PATCH_DISTS = ("beta", "uniform", "discrete_uniform")
 AUGMENT_KINDS = ("ada", "fixed", "none")
 METRICS = ("fid2k_full", "fid50k_full", "kid2k_full", "kid50k_full", "swd")
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")  # object stores pyarrow opens (gan3d.storage)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -372,5 +373,5 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.run.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "run.placement_strategy",
          cfg.run.placement_strategy, "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
     sp = cfg.run.storage_path
-    need(not sp or "://" not in sp or sp.split("://")[0] in ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss"),
+    need(not sp or "://" not in sp or sp.split("://")[0] in ("file", *STORAGE_SCHEMES),
          "run.storage_path", sp, "a local or shared path, file://, or an object-store URI (s3://, gs://, hdfs://, abfs://)")

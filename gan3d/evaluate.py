@@ -86,7 +86,7 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     import gan3d
     from gan3d import metrics as metrics_mod
     from gan3d.data import open_dataset
-    from gan3d.storage import filesystem, is_uri, resolve_local
+    from gan3d.storage import is_uri, join, resolve_local, upload
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -108,8 +108,5 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     out.write_text(json.dumps({"checkpoint": str(ckpt_dir), "kimg": ckpt.counters.kimg, "metrics": values,
                                "protocols": protocols, "dataset": str(data)}, indent=1))
     if is_uri(str(path)) and resolve_local(path) == out.parent:  # a run at a URI gets its eval.json back there
-        import pyarrow.fs as pafs
-
-        fs, root = filesystem(str(path))
-        pafs.copy_files(str(out), f"{root.rstrip('/')}/eval.json", destination_filesystem=fs)
+        upload(out, join(str(path), out.name))
     return EvalResult(ckpt_dir, ckpt.counters.kimg, values, protocols, out)

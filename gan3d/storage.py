@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
+import pyarrow.fs as pafs
+
 from gan3d.errors import Gan3dError
 
-SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
 CACHE = Path(os.environ.get("GAN3D_CACHE", "~/.cache/gan3d")).expanduser()
 
 
@@ -29,10 +30,20 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
+def with_scheme(path: str, like: str) -> str:
+    """A path inside a store (as Ray and pyarrow report them, without a scheme) as a URI of `like`'s scheme."""
+    return f"{like.split('://')[0]}://{path}"
+
+
+def upload(local_file: str | Path, uri: str) -> str:
+    """One local file to `uri` (an object store's put is atomic: readers see the old or the new file)."""
+    fs, path = filesystem(uri)
+    pafs.copy_files(str(local_file), path, destination_filesystem=fs)
+    return uri
+
+
 def filesystem(uri: str):
     """(pyarrow filesystem, path inside it) for a URI, with a clear error when it cannot be reached."""
-    import pyarrow.fs as pafs
-
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError depending on the scheme
@@ -41,8 +52,6 @@ def filesystem(uri: str):
 
 def _files(fs, root: str) -> dict[str, tuple[int, int]]:
     """{relative path: (size, mtime ns)} of the files under root (empty if root does not exist)."""
-    import pyarrow.fs as pafs
-
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         return {}
     out = {}
@@ -56,17 +65,16 @@ class RunMirror:
     """Mirror of a local run directory at a URI: `push` uploads files that changed since the last push,
     `pull` makes named local files match the store (a run restarted on this or another node)."""
 
-    def __init__(self, local_dir: str | Path, uri: str, skip: Iterable[str] = ("checkpoint",)):
+    SKIP = ("checkpoint",)  # Train owns the checkpoint directories at the URI (and a direct run's checkpoints/)
+
+    def __init__(self, local_dir: str | Path, uri: str):
         self.local, self.uri = Path(local_dir), uri
         self.fs, self.root = filesystem(uri)
-        self.skip = tuple(skip)  # Train owns the checkpoint directories there
         self._pushed: dict[str, tuple[int, int]] = {}
 
     def pull(self, names: Iterable[str]) -> list[str]:
         """The store wins: a local copy left from an older run of the same name would otherwise be continued
         (and pushed back over the run's real files). Names the store lacks are removed locally."""
-        import pyarrow.fs as pafs
-
         got = []
         for name in names:
             dest = self.local / name
@@ -75,19 +83,15 @@ class RunMirror:
                 dest.unlink(missing_ok=True)
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
-            pafs.copy_files(src, str(tmp), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
-            os.replace(tmp, dest)
+            os.replace(download(f"{self.uri.rstrip('/')}/{name}", dest.with_name(f".{dest.name}.part")), dest)
             got.append(name)
         return got
 
     def push(self) -> list[str]:
-        import pyarrow.fs as pafs
-
         local = pafs.LocalFileSystem()
         root = self.local.resolve()
         changed = [rel for rel, stamp in _files(local, str(root)).items()
-                   if not rel.split("/")[0].startswith(self.skip) and not rel.endswith((".tmp", ".part"))
+                   if not rel.split("/")[0].startswith(self.SKIP) and not rel.endswith((".tmp", ".part"))
                    and (root / rel).resolve() == root / rel  # not through a link (wandb/latest-run)
                    and self._pushed.get(rel) != stamp]
         for rel in changed:  # one object per file: an object store's put is atomic, so readers never see halves
@@ -101,11 +105,18 @@ class RunMirror:
         return st.st_size, st.st_mtime_ns
 
 
+def download(uri: str, dest: Path) -> Path:
+    """A file or directory at a URI copied to the local path dest."""
+    fs, root = filesystem(uri)
+    is_dir = fs.get_file_info(root).type == pafs.FileType.Directory
+    (dest if is_dir else dest.parent).mkdir(parents=True, exist_ok=True)  # copy_files makes only subdirectories
+    pafs.copy_files(root, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return dest
+
+
 def local_copy(uri: str, cache: Optional[Path] = None) -> Path:
     """A run directory, checkpoint directory or file at a URI, downloaded once into the local cache
     (re-downloaded when its listing changes); returns the local path."""
-    import pyarrow.fs as pafs
-
     fs, root = filesystem(uri)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -114,9 +125,7 @@ def local_copy(uri: str, cache: Optional[Path] = None) -> Path:
     key = hashlib.sha1(f"{uri}\n{sorted(listing.items())}".encode()).hexdigest()[:16]
     dest = (cache or CACHE / "storage") / key / Path(root).name
     if not dest.exists():
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # ranks on one node each download their own
-        (tmp if info.type == pafs.FileType.Directory else tmp.parent).mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(root, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        tmp = download(uri, dest.with_name(f"{dest.name}.{os.getpid()}.part"))  # ranks on a node: one copy each
         try:
             os.replace(tmp, dest)  # complete or absent, never half-written
         except OSError:  # another rank got there first (a directory cannot replace a directory)

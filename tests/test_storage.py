@@ -10,6 +10,7 @@ import time
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 import gan3d
 from gan3d.errors import ConfigError
@@ -111,7 +112,7 @@ def test_run_in_a_bucket_resumes_from_it_on_a_machine_without_its_files(s3, ray_
     assert "eval.json" in _listing("s3://gan3d-test/runs/s3run")
     ckpt = max(f.split("/")[0] for f in _listing("s3://gan3d-test/runs/s3run") if f.startswith("checkpoint_20"))
     G = gan3d.load_generator(f"s3://gan3d-test/runs/s3run/{ckpt}")
-    assert G.render([0], __import__("torch").tensor([1.57, 1.3, 0.0])).shape[-1] == 32
+    assert G.render([0], torch.tensor([1.57, 1.3, 0.0])).shape[-1] == 32
 
 
 def test_sweeps_refuse_a_run_storage_path(tmp_path):

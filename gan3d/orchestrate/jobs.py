@@ -12,9 +12,8 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def _client(address: str):
-    from ray.job_submission import JobSubmissionClient
-
     from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
 
     try:
         return JobSubmissionClient(address)

@@ -18,7 +18,7 @@ from typing import Optional
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import ConfigError
-from gan3d.storage import RunMirror, is_uri, join
+from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
 from gan3d.track.store import MetricsStore
 from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
 
@@ -59,6 +59,14 @@ def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
         path = d.path if "://" in d.path else Path(d.path).expanduser().resolve()
     open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)  # fail fast
     return str(path)
+
+
+def share_local_dataset(dataset: str, local_dir: Path, uri: Optional[str]) -> str:
+    """The synthetic default is made in a local working dir; with URI storage it is uploaded beside the run
+    so that every node reads it from there (other datasets are already where the user put them)."""
+    if uri is None or Path(dataset).parent != local_dir:
+        return dataset
+    return upload(dataset, join(uri, Path(dataset).name))
 
 
 def check_batch(cfg: ExperimentConfig, workers: int) -> None:
@@ -161,11 +169,8 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
     if uri:
-        mirror = RunMirror(run_dir, uri)
-        mirror.pull([MetricsStore.FILE, "workers.jsonl"])  # resuming from another machine
-        mirror.push()  # the synthetic default dataset (if any) must be reachable from every node
-        if Path(dataset).parent == run_dir:
-            dataset = join(uri, Path(dataset).name)
+        RunMirror(run_dir, uri).pull([MetricsStore.FILE, "workers.jsonl"])  # the store's, not stale local copies
+        dataset = share_local_dataset(dataset, run_dir, uri)
 
     import ray
 
@@ -241,9 +246,7 @@ def _restore_handlers(previous: dict) -> None:
 
 def _checkpoint_path(ckpt, run_dir: Path | str) -> Path | str:
     """A Train checkpoint's location: a local Path, or a URI with the run's scheme."""
-    if isinstance(run_dir, str):
-        return f"{run_dir.split('://')[0]}://{ckpt.path}"
-    return Path(ckpt.path)
+    return with_scheme(ckpt.path, run_dir) if isinstance(run_dir, str) else Path(ckpt.path)
 
 
 def _run_result(result, run_dir: Path | str, metric: Optional[str]) -> RunResult:

@@ -32,7 +32,7 @@ from gan3d import config as config_mod
 from gan3d.errors import Gan3dError
 from gan3d.orchestrate import sweep_spec
 from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
-from gan3d.storage import CACHE, RunMirror, filesystem, is_uri, join
+from gan3d.storage import CACHE, RunMirror, download, is_uri, join, upload, with_scheme
 
 MARKER = "gan3d_trial.json"
 TRIALS = "trials.parquet"
@@ -53,16 +53,12 @@ def _local_dir(uri: str) -> Path:
     return CACHE / "sweeps" / uri.replace("://", "/").strip("/")
 
 
-def _fetch(path: str, uri: Optional[str], dest: Path) -> Path:
-    """A Train checkpoint directory as a local copy (Train gives object-store paths without their scheme)."""
+def _fetch(path: str, uri: Optional[str], dest: Path) -> None:
+    """A Train checkpoint directory copied into dest (Train gives object-store paths without their scheme)."""
     if uri is None:
         shutil.copytree(path, dest, dirs_exist_ok=True)
     else:
-        dest.mkdir(parents=True, exist_ok=True)
-        import pyarrow.fs as pafs
-        fs, _ = filesystem(uri)
-        pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    return dest
+        download(with_scheme(path, uri), dest)
 
 
 def _forward_callback(queue):
@@ -111,7 +107,7 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
                     f.write(json.dumps({"trial": trial_id, "source_trial": marker["trial"], "kimg": marker["kimg"],
                                         "checkpoint": str(resume_from), "run_name": run_name, "params": params}) + "\n")
                 if uri:
-                    RunMirror(sweep_dir, uri, skip=("exploits", "runs", "trials")).push()
+                    upload(sweep_dir / "exploits.jsonl", join(uri, "exploits.jsonl"))
     if resume_from is not None:
         values["training.resume"] = str(resume_from)
     cfg = config_mod.set_values(config_mod.from_dict(base), {**values, "run.name": run_name})
@@ -199,9 +195,7 @@ class TrialsTable(tune.Callback):
         pq.write_table(table, tmp)
         os.replace(tmp, self.path)
         if self.uri:
-            import pyarrow.fs as pafs
-            fs, root = filesystem(self.uri)
-            pafs.copy_files(str(self.path), f"{root}/{TRIALS}", destination_filesystem=fs)
+            upload(self.path, join(self.uri, TRIALS))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._update(trial, result)
@@ -217,7 +211,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     """Run (or continue) a sweep; `spec` is a parsed Sweep or a sweep YAML path."""
     import ray
 
-    from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset
+    from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset, share_local_dataset
 
     if not isinstance(spec, Sweep):
         spec = load_sweep(spec, overrides)
@@ -229,10 +223,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     r = s.resources
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})
-    dataset = prepare_dataset(base, sweep_dir)
-    if uri and Path(dataset).parent == sweep_dir:  # the synthetic default: every node reads it from the store
-        RunMirror(sweep_dir, uri, skip=("exploits", "runs", "trials")).push()
-        dataset = join(uri, Path(dataset).name)
+    dataset = share_local_dataset(prepare_dataset(base, sweep_dir), sweep_dir, uri)
     _ensure_ray(address)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
@@ -270,8 +261,7 @@ def _sweep_result(results, sweep_dir: Path, metric: str, mode: str, uri: Optiona
         if best.metrics.get("run_name"):
             best_run = join(uri, "runs", best.metrics["run_name"]) if uri else sweep_dir / "runs" / best.metrics["run_name"]
         if best.checkpoint is not None:  # PBT / PB2 sweeps hand Tune their checkpoints
-            path = best.checkpoint.path
-            best_ckpt = f"{uri.split('://')[0]}://{path}" if uri else Path(path)
+            best_ckpt = with_scheme(best.checkpoint.path, uri) if uri else Path(best.checkpoint.path)
         elif best_run is not None:
             from gan3d.evaluate import best_checkpoint
             best_ckpt = best_checkpoint(best_run, metric)[0]
