@@ -25,6 +25,7 @@ class CameraConfig:
     radius: float = 1.0  # camera distance from the origin
     ray_start: float = 0.88
     ray_end: float = 1.12
+    use_roll: bool = False  # render with the poses' roll (the seed ignores roll; gan3d's extra)
     # How G's cameras are drawn: 'dataset' (real poses) | spherical_uniform | uniform | normal | truncated_gaussian | hybrid
     dist: str = "normal"
     yaw_mean: float = math.pi / 2  # yaw = pi/2 looks at the object's front (camera on +z)
@@ -88,11 +89,10 @@ class DiscriminatorConfig:
     channel_max: int = 512
     mbstd_group: int = 4
     mbstd_channels: int = 1
-    camera_cond: bool = False
-    hyper_mod: bool = True  # modulate conv weights by the patch-scale code
-    scale_code_dim: int = 512
-    fourier_dim: int = 64  # Fourier features per patch parameter (s, ox, oy)
-    cmap_dim: int = 512  # projection-head dimension
+    camera_cond: bool = False  # condition the projection head on yaw/pitch too
+    hyper_mod: bool = True  # scale each block's conv1 input channels by 1 + tanh(affine(patch code))
+    hyper_mod_dim: int = 512  # width of the hyper-modulation code (the seed's fixed 512)
+    cmap_dim: int = 0  # projection-head dimension; 0 = D's channels at 4x4, as the seed
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class ModelConfig:
 class PatchConfig:
     distribution: str = "beta"  # beta | uniform | discrete_uniform
     resolution: int = 64
-    min_scale: float = 0.125  # patch_resolution / image_resolution
+    min_scale: float = 0.0  # 0 = patch resolution / image resolution (the seed's value); never below that
     max_scale: float = 1.0
     alpha: float = 1.0
     beta_start: float = 0.001
@@ -134,7 +134,7 @@ class TrainingConfig:
     lr_g: float = 0.0025
     lr_d: float = 0.002
     betas: List[float] = field(default_factory=lambda: [0.0, 0.99])
-    ema_kimg: float = 10.0
+    ema_kimg: float = 0.0  # EMA half-life of G; 0 = batch x 0.3125 kimg (the seed's ema_multiplier: 20 at batch 64)
     ema_rampup: float = 0.05
     blur_sigma: float = 10.0
     blur_fade_kimg: float = 200.0
@@ -242,15 +242,26 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override '{item}'")
     if not cfg.run.name and name:
         cfg = _merge(cfg, {"run": {"name": name}}, "run name")
-    out = OmegaConf.to_object(cfg)
+    out = _finish(cfg)
+    return out
+
+
+def _finish(merged) -> ExperimentConfig:
+    """Fill derived values, then freeze and validate. min_scale 0 means patch / image resolution (EpiGRAF:
+    the smallest patch samples the image at its full resolution); ema_kimg 0 means batch x 0.3125 (the seed)."""
+    p, t = merged.training.patch, merged.training
+    if p.min_scale == 0:
+        merged = OmegaConf.merge(merged, {"training": {"patch": {"min_scale": p.resolution / merged.dataset.resolution}}})
+    if t.ema_kimg == 0:
+        merged = OmegaConf.merge(merged, {"training": {"ema_kimg": t.batch * 0.3125}})
+    out = OmegaConf.to_object(merged)
     validate(out)
     return out
 
 
 def from_dict(data: dict) -> ExperimentConfig:
     """Rebuild a validated config from `to_dict` output (checkpoints, Ray worker configs)."""
-    out = OmegaConf.to_object(_merge(OmegaConf.structured(ExperimentConfig), data, "config"))
-    validate(out)
+    out = _finish(_merge(OmegaConf.structured(ExperimentConfig), data, "config"))
     return out
 
 
@@ -271,8 +282,7 @@ def set_values(cfg: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfi
         for part in reversed(key.split(".")):
             nested = {part: nested}
         merged = _merge(merged, OmegaConf.create(nested), f"key '{key}'")
-    out = OmegaConf.to_object(merged)
-    validate(out)
+    out = _finish(merged)
     return out
 
 
@@ -281,8 +291,7 @@ def replace(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig
     merged = OmegaConf.structured(cfg)
     for item in overrides:
         merged = _merge(merged, OmegaConf.from_dotlist([item]), f"override '{item}'")
-    out = OmegaConf.to_object(merged)
-    validate(out)
+    out = _finish(merged)
     return out
 
 
@@ -327,15 +336,18 @@ def validate(cfg: ExperimentConfig) -> None:
     need(r.max_batch_res >= 1, "model.generator.render.max_batch_res", r.max_batch_res, ">= 1")
     need(g.bg.num_samples >= 1, "model.generator.bg.num_samples", g.bg.num_samples, ">= 1")
 
-    for key in ("channel_base", "channel_max", "mbstd_group", "scale_code_dim", "fourier_dim", "cmap_dim"):
+    for key in ("channel_base", "channel_max", "mbstd_group", "hyper_mod_dim"):
         need(getattr(dc, key) > 0, f"model.discriminator.{key}", getattr(dc, key), "> 0")
+    need(dc.cmap_dim >= 0, "model.discriminator.cmap_dim", dc.cmap_dim, ">= 0 (0 = D's channels at 4x4)")
 
     need(_is_pow2(p.resolution), "training.patch.resolution", p.resolution, "a power of two >= 4")
     need(p.resolution <= d.resolution, "training.patch.resolution", p.resolution,
          f"<= dataset.resolution ({d.resolution})")
     need(p.distribution in PATCH_DISTS, "training.patch.distribution", p.distribution,
          f"one of {', '.join(PATCH_DISTS)}")
-    need(0 < p.min_scale <= 1, "training.patch.min_scale", p.min_scale, "in (0, 1]")
+    derived = p.resolution / d.resolution
+    need(derived - 1e-9 <= p.min_scale <= 1, "training.patch.min_scale", p.min_scale,
+         f"in [training.patch.resolution / dataset.resolution ({derived:g}), 1], or 0 to derive it")
     need(p.min_scale <= p.max_scale <= 1, "training.patch.max_scale", p.max_scale,
          f"in [training.patch.min_scale ({p.min_scale}), 1]")
     need(p.alpha > 0, "training.patch.alpha", p.alpha, "> 0")
@@ -354,7 +366,7 @@ def validate(cfg: ExperimentConfig) -> None:
     need(t.lr_d > 0, "training.lr_d", t.lr_d, "> 0")
     need(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "training.betas", list(t.betas),
          "two numbers in [0, 1)")
-    need(t.ema_kimg >= 0, "training.ema_kimg", t.ema_kimg, ">= 0")
+    need(t.ema_kimg > 0, "training.ema_kimg", t.ema_kimg, "> 0 kimg (0 in a file or override = batch x 0.3125)")
     need(t.blur_sigma >= 0, "training.blur_sigma", t.blur_sigma, ">= 0")
     need(t.augment.kind in AUGMENT_KINDS, "training.augment.kind", t.augment.kind, f"one of {', '.join(AUGMENT_KINDS)}")
     need(0 <= t.augment.p <= 1, "training.augment.p", t.augment.p, "a probability in [0, 1]")

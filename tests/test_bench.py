@@ -42,11 +42,11 @@ def test_fast_paths_equal_the_reference_ops_on_random_inputs():
             for a, b in zip(ref, fast):
                 assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
         x, w, s = torch.randn(4, 6, 9, 9, generator=g), torch.randn(7, 6, 3, 3, generator=g), torch.randn(4, 6, generator=g)
-        for demod in (True, False):
+        for demod, up in ((True, 1), (False, 1), (True, 2)):
             layers.BATCHED_MODCONV = False
-            a = layers.modulated_conv2d(x, w, s, demod, 1)
+            a = layers.modulated_conv2d(x, w, s, f, demod, 1, up)
             layers.BATCHED_MODCONV = True
-            b = layers.modulated_conv2d(x, w, s, demod, 1)
+            b = layers.modulated_conv2d(x, w, s, f, demod, 1, up)
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     finally:
         layers.FAST_RESAMPLE, layers.BATCHED_MODCONV = saved

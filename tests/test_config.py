@@ -35,7 +35,8 @@ def test_config_is_frozen():
     ("training.gama=0.1", "unknown key 'training.gama'; valid keys here: augment, batch"),
     ("training.gamma=abc", "training.gamma"),
     ("training.patch.resolution=64", "training.patch.resolution' = 64 is not allowed: expected <= dataset.resolution (32)"),
-    ("training.patch.min_scale=1.5", "training.patch.min_scale' = 1.5 is not allowed: expected in (0, 1]"),
+    ("training.patch.min_scale=1.5", "training.patch.min_scale' = 1.5 is not allowed: expected in [training.patch.resolution / dataset.resolution (0.5), 1]"),
+        ("training.patch.min_scale=0.25", "training.patch.min_scale' = 0.25 is not allowed: expected in [training.patch.resolution / dataset.resolution (0.5)"),
     ("training.patch.beta_end=0", "training.patch.beta_end' = 0.0 is not allowed: expected > 0"),
     ("training.gamma=-1", "training.gamma' = -1.0 is not allowed: expected >= 0"),
     ("dataset.resolution=48", "dataset.resolution' = 48 is not allowed: expected a power of two"),
@@ -69,3 +70,13 @@ def test_programmatic_values_keep_their_types():
     assert cfg.run.name == "55863_00000" and cfg.training.gamma == 1.0 and cfg.logging.tags == ["a=1"]
     with pytest.raises(ConfigError, match="training.gama"):
         set_values(cfg, {"training.gama": 1})
+
+
+def test_min_scale_follows_the_resolutions_unless_set():
+    """EpiGRAF: min_scale = patch / image resolution; changing a resolution must not leave a stale value."""
+    assert load_config(ROOT / "experiments" / "ffhq512.yaml", ["dataset.resolution=256"]).training.patch.min_scale == 0.25
+    assert load_config(SMOKE, ["training.patch.resolution=8"]).training.patch.min_scale == 0.25
+    assert load_config(SMOKE, ["training.patch.min_scale=0.75"]).training.patch.min_scale == 0.75
+    # the seed's EMA half-life: batch x 0.3125 kimg
+    assert load_config(ROOT / "experiments" / "ffhq512.yaml").training.ema_kimg == 20.0
+    assert load_config(ROOT / "experiments" / "ffhq512.yaml", ["training.batch=32"]).training.ema_kimg == 10.0

@@ -75,25 +75,37 @@ def test_ray_directions_span_the_field_of_view():
     assert d[0, 4, 1] > 0 and d[8, 4, 1] < 0 and d[4, 0, 0] < 0
 
 
-def test_half_scale_patch_covers_the_top_left_quarter():
+def test_half_scale_patch_at_offset_zero_covers_the_bottom_left_quarter():
+    """The seed's NDC y points up: offset (0, 0) is the image's bottom-left corner."""
     full = rays.patch_grid(9)  # [1, 81, 2]
     half = rays.patch_grid(5, torch.full((1, 2), 0.5), torch.zeros(1, 2))
-    assert torch.allclose(half.reshape(5, 5, 2), full.reshape(9, 9, 2)[:5, :5])
+    assert torch.allclose(half.reshape(5, 5, 2), full.reshape(9, 9, 2)[4:, :5])
+    up = rays.patch_grid(5, torch.full((1, 2), 0.5), torch.tensor([[0.0, 0.5]]))  # a larger o_y moves it up
+    assert torch.allclose(up.reshape(5, 5, 2), full.reshape(9, 9, 2)[:5, :5])
 
 
-def test_constant_density_gives_closed_form_alpha():
+def test_constant_density_gives_closed_form_alpha_and_the_last_sample_ends_the_ray():
     S, sigma_raw = 16, 0.3
     depths = torch.linspace(1.0, 2.0, S).expand(1, 4, S)
     sigma = torch.full((1, 4, S, 1), sigma_raw)
-    rgb = torch.rand(1, 4, S, 3)
-    out = volume.integrate(rgb, sigma, depths)
-    delta = 1.0 / (S - 1)
-    density = math.log1p(math.exp(sigma_raw))  # softplus
-    expected_opacity = 1 - math.exp(-density * delta * S)  # S intervals, the last one repeated
-    assert torch.allclose(out["opacity"], torch.full((1, 4, 1), expected_opacity), atol=1e-5)
-    alpha = 1 - math.exp(-density * delta)
-    expected_w = torch.tensor([alpha * (1 - alpha) ** i for i in range(S)])
+    out = volume.integrate(torch.rand(1, 4, S, 3), sigma, depths)
+    alpha = 1 - math.exp(-math.log1p(math.exp(sigma_raw)) / (S - 1))  # softplus density times the bin width
+    # without a background the last interval is 1e10 (the seed): its sample takes all the remaining light
+    expected_w = torch.tensor([alpha * (1 - alpha) ** i for i in range(S - 1)] + [(1 - alpha) ** (S - 1)])
     assert torch.allclose(out["weights"][0, 0], expected_w, atol=1e-5)
+    assert torch.allclose(out["opacity"], torch.ones(1, 4, 1), atol=1e-5)
+    assert torch.allclose(out["final_transmittance"], torch.full((1, 4, 1), (1 - alpha) ** (S - 1)), atol=1e-5)
+
+
+def test_two_sample_ray_matches_the_seed():
+    """The issue's minimal case: depths [1.0, 1.1], raw density 0, colour 1."""
+    depths = torch.tensor([[[1.0, 1.1]]])
+    out = volume.integrate(torch.ones(1, 1, 2, 3), torch.zeros(1, 1, 2, 1), depths)
+    assert torch.allclose(out["weights"][0, 0], torch.tensor([0.0670, 0.9330]), atol=1e-4)
+    assert torch.allclose(out["rgb"], torch.ones(1, 1, 3), atol=1e-6)
+    assert torch.allclose(out["depth"], (out["weights"] * depths).sum(-1, keepdim=True))  # plain weighted sum
+    with_bg = volume.integrate(torch.ones(1, 1, 2, 3), torch.zeros(1, 1, 2, 1), depths, last_delta=1e-3)
+    assert with_bg["opacity"].item() < 0.07 and abs(with_bg["final_transmittance"].item() - 0.933) < 1e-3
 
 
 def test_weights_sum_to_at_most_one_and_zero_density_gives_background():
@@ -119,12 +131,21 @@ def test_importance_samples_concentrate_on_the_surface():
 def test_triplane_lookup_is_bilinear_and_averages_planes():
     planes = torch.zeros(1, 3, 1, 2, 2)
     planes[0, 0, 0] = torch.tensor([[0.0, 1.0], [2.0, 3.0]])  # xy plane; other planes zero
-    # align_corners=False: texel centres at +-0.5; the origin is the mean of the 4 texels
-    f = triplane.sample_triplane(planes, torch.tensor([[[0.0, 0.0, 0.7], [0.5, -0.5, 0.0]]]))
-    assert torch.allclose(f[0, :, 0], torch.tensor([1.5 / 3, 1.0 / 3]), atol=1e-6)
+    # align_corners=True (the seed): texels sit at +-1, so (0.5, -0.5) is a quarter of the way from row 0
+    f = triplane.sample_triplane(planes, torch.tensor([[[0.0, 0.0, 0.7], [0.5, -0.5, 0.0], [-1.0, 1.0, 0.0]]]))
+    assert torch.allclose(f[0, :, 0], torch.tensor([1.5 / 3, 1.25 / 3, 2.0 / 3]), atol=1e-6)
 
 
 def test_stratified_depths_stay_in_their_bins():
     z = rays.stratified_depths((2, 10), 8, 1.0, 2.0, perturb=True, generator=torch.Generator().manual_seed(0))
     centres = torch.linspace(1.0, 2.0, 8)
     assert ((z - centres).abs() <= 0.5 / 7 + 1e-6).all()
+    assert z.min() >= 1.0 and z.max() <= 2.0  # jitter never leaves [ray_start, ray_end]
+    assert (z[..., 0] - 1.0).abs().max() > 0 and (z[..., 0] - 1.0).max() <= 0.5 / 7 + 1e-6
+
+
+def test_importance_samples_are_valid_for_all_zero_weights():
+    z = torch.linspace(1.0, 2.0, 8).expand(2, 3, 8)
+    fine = rays.importance_depths(z, torch.zeros(2, 3, 8), 8, deterministic=True)
+    mids = 0.5 * (z[..., 1:] + z[..., :-1])
+    assert torch.isfinite(fine).all() and torch.allclose(fine[0, 0], torch.linspace(mids[0, 0, 0], mids[0, 0, -1], 8), atol=1e-5)

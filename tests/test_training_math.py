@@ -54,11 +54,19 @@ def test_extracted_patch_equals_the_matching_crop():
     # scale (P-1)/(R-1) and offset m/(R-1) put patch pixels exactly on image pixels
     s, m = 16 / 32, torch.tensor([[3.0, 5.0], [0.0, 16.0]])
     patch = extract_patches(img, Patch(torch.full((2, 2), s), m / 32), 17)
-    assert torch.allclose(patch[0], img[0, :, 5:22, 3:20], atol=1e-5)
-    assert torch.allclose(patch[1], img[1, :, 16:33, 0:17], atol=1e-5)
+    # offsets count from the bottom-left corner (the seed's NDC y points up): o_y = 5 px -> rows 11..27
+    assert torch.allclose(patch[0], img[0, :, 11:28, 3:20], atol=1e-5)
+    assert torch.allclose(patch[1], img[1, :, 0:17, 0:17], atol=1e-5)
     # a half-pixel offset gives the bilinear average of neighbours
     half = extract_patches(img, Patch(torch.full((1, 2), s), torch.tensor([[0.5 / 32, 0.0]])), 17)
-    assert torch.allclose(half[0, :, :, 0], (img[0, :, :17, 0] + img[0, :, :17, 1]) / 2, atol=1e-5)
+    assert torch.allclose(half[0, :, :, 0], (img[0, :, 16:, 0] + img[0, :, 16:, 1]) / 2, atol=1e-5)
+
+
+def test_patch_offset_zero_is_the_bottom_left_corner():
+    """The issue's case: a 3x3 image arange(9), scale 0.5, offset (0, 0), 2x2 patch -> [[3, 4], [6, 7]]."""
+    img = torch.arange(9.0).reshape(1, 1, 3, 3)
+    patch = extract_patches(img, Patch(torch.full((1, 2), 0.5), torch.zeros(1, 2)), 2)
+    assert torch.equal(patch[0, 0], torch.tensor([[3.0, 4.0], [6.0, 7.0]]))
 
 
 def test_r1_equals_hand_computed_gradient_norm():
@@ -151,3 +159,35 @@ def test_one_step_reduces_its_loss_on_a_fixed_batch(smoke_cfg, net):
     stats = run_phase(phase, parts, opt[net], [batch], kimg=1000.0)
     after = _loss_at(phase, parts, batch, 5)
     assert after < before and stats[f"nonfinite_grads_{net}"] == 0
+
+
+def test_w_avg_is_tracked_on_the_d_phase_only(smoke_cfg):
+    """StyleGAN2 / the seed: w_avg follows the mean w (beta 0.998) on the D phase's G forward, so truncation
+    pulls towards the mean of training, not towards w = 0."""
+    cfg = config_mod.replace(smoke_cfg, ["training.augment.kind=none", "training.blur_sigma=0"])
+    torch.manual_seed(0)
+    G, D = build_generator(cfg).train(), build_discriminator(cfg).train()
+    parts = GanParts(cfg, G, D, AugmentPipe("none", 0, 0.6, 1), np.random.default_rng(0))
+    batch = Batch(torch.rand(8, 3, 32, 32) * 2 - 1, torch.tensor([[1.57, 1.3, 0.0]] * 8), torch.zeros(8, 0))
+    g_phase, d_phase = make_phases(cfg.training)[:2]
+    phase_loss(g_phase, parts, batch, kimg=0.0)
+    assert torch.equal(G.mapping.w_avg, torch.zeros_like(G.mapping.w_avg))
+    parts.torch_gen.manual_seed(3)
+    phase_loss(d_phase, parts, batch, kimg=0.0)
+    parts.torch_gen.manual_seed(3)
+    z = torch.randn(8, cfg.model.generator.z_dim, generator=parts.torch_gen)
+    with torch.no_grad():
+        w = G.mapping(z, None)[:, 0]
+    assert torch.allclose(G.mapping.w_avg, w.mean(0) * (1 - 0.998), atol=1e-6)
+
+
+def test_each_rank_draws_its_own_noise_and_a_seed_reproduces_it():
+    from gan3d.training.loop import rank_seed
+    draws = {}
+    for rank in (0, 1):
+        torch.manual_seed(rank_seed(7, rank, 0))
+        draws[rank] = torch.randn(16)
+    torch.manual_seed(rank_seed(7, 1, 0))
+    assert torch.equal(torch.randn(16), draws[1])
+    assert not torch.allclose(draws[0], draws[1])
+    assert rank_seed(7, 0, 100) != rank_seed(7, 0, 0)  # a resumed run does not replay step 0's draws

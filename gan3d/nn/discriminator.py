@@ -1,10 +1,11 @@
-"""The scale/location-aware patch discriminator (EpiGRAF Sec. 3.3).
+"""The scale/location-aware patch discriminator (EpiGRAF Sec. 3.3), structured as the seed builds it.
 
-A StyleGAN2 residual D at patch resolution with log2(image_res / patch_res) extra blocks at the start
-(no downsampling), so D has the capacity of a full-resolution D. The patch parameters (s, o_x, o_y) are
-encoded with Fourier features plus a learned embedding of round(1000 x), mapped by an MLP to a code that
-modulates D's convolutions (hypernetwork modulation) and enters the projection head with the class /
-camera condition.
+A StyleGAN2 residual D at patch resolution with `log2(image_res / patch_res)` extra blocks at the start
+(no downsampling), so D has the capacity of a full-resolution D. The patch parameters (s_x, o_x, o_y) are
+encoded (Fourier features + a learned embedding of the rounded value, `ScalarEncoder`); one mapping network
+turns that code into the hyper-modulation code h, which scales the input channels of every block's second
+conv by 1 + tanh(affine(h)); a second mapping network turns [class label, code] into the projection head's
+vector. `seed_parity/README.md` (shared) lists the structure; tests/test_parity.py checks it numerically.
 """
 from __future__ import annotations
 
@@ -16,58 +17,67 @@ import torch
 import torch.nn as nn
 
 from gan3d.config import DiscriminatorConfig
-from gan3d.nn.layers import Conv2d, FullyConnected, ModulatedConv, fourier_features, minibatch_std, normalize_2nd_moment
+from gan3d.nn.layers import Conv2d, FullyConnected, minibatch_std, normalize_2nd_moment
+from gan3d.render.cameras import camera_cond_scalars
+
+PATCH_X_MULTIPLIER = 1000.0  # patch params in [0, 1] are encoded as t = 1000 x
+PATCH_EMBED_DIM = 256  # learned embedding of round(t), one table shared by the three coordinates
 
 
-class ScaleEncoder(nn.Module):
-    """(s, o_x, o_y) [B, 3] in [0, 1] -> code [B, code_dim]: Fourier features + embedding of round(1000 x), then an MLP."""
+class ScalarEncoder(nn.Module):
+    """[B, K] scalars in [0, 1] -> [B, K * (2 F + E)]: per coordinate t = m x, [sin(f_k t)]_k, [cos(f_k t)]_k and
+    a learned embedding of round(t), coordinate-major. f_k = pi 2^k / T for k < log2 T, T = 2^ceil(log2 m)."""
 
-    def __init__(self, fourier_dim: int, code_dim: int, embed_dim: int = 64):
+    def __init__(self, num_coords: int = 3, multiplier: float = PATCH_X_MULTIPLIER, embed_dim: int = PATCH_EMBED_DIM):
         super().__init__()
-        self.fourier_dim = fourier_dim
-        self.embed = nn.Embedding(1001, embed_dim)
-        self.mlp = nn.Sequential(FullyConnected(3 * fourier_dim + 3 * embed_dim, code_dim, activation="lrelu"),
-                                 FullyConnected(code_dim, code_dim, activation="lrelu"))
+        self.num_coords, self.multiplier = num_coords, multiplier
+        period = 2 ** math.ceil(math.log2(multiplier))
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(int(math.log2(period))) / period)  # [F]
+        self.embed = nn.Embedding(int(math.ceil(multiplier)) + 1, embed_dim) if embed_dim else None
+        self.dim = num_coords * (2 * len(self.freqs) + embed_dim)
 
-    def forward(self, params: torch.Tensor) -> torch.Tensor:
-        idx = (params.clamp(0, 1) * 1000).round().long()  # [B, 3]
-        x = torch.cat([fourier_features(params, self.fourier_dim), self.embed(idx).flatten(1)], dim=1)
-        return self.mlp(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        t = x.float() * self.multiplier  # [B, K]
+        angles = t[:, :, None] * self.freqs  # [B, K, F]
+        parts = [angles.sin(), angles.cos()]
+        if self.embed is not None:
+            parts.append(self.embed(t.round().long()))  # round half to even, as torch rounds; [B, K, E]
+        return torch.cat(parts, dim=2).reshape(B, self.dim)
 
 
-class DConv(nn.Module):
-    """A D convolution: plain equalized-lr, or modulated by the scale code (demodulated, so the code
-    re-weights input channels without changing activation magnitudes)."""
+class CodeMapping(nn.Module):
+    """StyleGAN2 mapping network without a latent: embed (linear, lr 1) -> 1/rms normalisation -> `num_layers`
+    leaky-ReLU FCs with lr multiplier 0.01. [B, in_dim] -> [B, out_dim]."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, code_dim: int, hyper_mod: bool, activation: str = "lrelu",
-                 down: int = 1):
+    def __init__(self, in_dim: int, out_dim: int, num_layers: int = 2, lr_multiplier: float = 0.01):
         super().__init__()
-        self.hyper_mod = hyper_mod
-        if hyper_mod:
-            self.conv = ModulatedConv(in_ch, out_ch, code_dim, kernel, down=down, activation=activation)
-        else:
-            self.conv = Conv2d(in_ch, out_ch, kernel, activation=activation, down=down)
+        self.embed = FullyConnected(in_dim, out_dim)
+        self.layers = nn.ModuleList(FullyConnected(out_dim, out_dim, activation="lrelu", lr_multiplier=lr_multiplier)
+                                    for _ in range(num_layers))
 
-    def forward(self, x: torch.Tensor, code: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        return self.conv(x, code, gain=gain) if self.hyper_mod else self.conv(x, gain=gain)
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        x = normalize_2nd_moment(self.embed(c))
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 class DiscriminatorBlock(nn.Module):
-    """StyleGAN2 'resnet' D block; `down=1` for EpiGRAF's extra full-resolution start blocks."""
+    """StyleGAN2 'resnet' D block; `down=1` for EpiGRAF's extra full-resolution start blocks; conv1 hyper-modulated."""
 
-    def __init__(self, in_ch: int, tmp_ch: int, out_ch: int, code_dim: int, hyper_mod: bool, down: int, first: bool):
+    def __init__(self, tmp_ch: int, out_ch: int, mod_dim: int, down: int, first: bool):
         super().__init__()
         self.fromrgb = Conv2d(3, tmp_ch, 1, activation="lrelu") if first else None
-        self.conv0 = DConv(tmp_ch, tmp_ch, 3, code_dim, hyper_mod)
-        self.conv1 = DConv(tmp_ch, out_ch, 3, code_dim, hyper_mod, down=down)
-        self.skip = Conv2d(tmp_ch, out_ch, 1, bias=False, down=down)
+        self.conv0 = Conv2d(tmp_ch, tmp_ch, 3, activation="lrelu")
+        self.conv1 = Conv2d(tmp_ch, out_ch, 3, activation="lrelu", down=down, mod_dim=mod_dim)
+        self.skip = Conv2d(tmp_ch, out_ch, 1, bias=False, down=down, conv_clamp=None)
 
-    def forward(self, x: torch.Tensor, img: Optional[torch.Tensor], code: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Optional[torch.Tensor], img: torch.Tensor, h: Optional[torch.Tensor]) -> torch.Tensor:
         if self.fromrgb is not None:
             x = self.fromrgb(img)
         y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv1(self.conv0(x, code), code, gain=math.sqrt(0.5))
-        return y + x
+        return y + self.conv1(self.conv0(x), h, gain=math.sqrt(0.5))
 
 
 class PatchDiscriminator(nn.Module):
@@ -76,44 +86,43 @@ class PatchDiscriminator(nn.Module):
         self.cfg, self.c_dim = cfg, c_dim
         self.patch_resolution = patch_resolution
         self.num_extra = int(np.log2(img_resolution // patch_resolution))
-        res = [2 ** i for i in range(int(np.log2(patch_resolution)), 2, -1)]  # downsampling blocks: P .. 8
+        # blocks are named by the resolution a full-size D would have there: image res .. 8
+        top = patch_resolution * 2 ** self.num_extra
+        self.block_resolutions = [2 ** i for i in range(int(np.log2(top)), 2, -1)]
         ch = lambda r: min(cfg.channel_base // r, cfg.channel_max)  # noqa: E731
-        code_dim = cfg.scale_code_dim
-        self.scale_encoder = ScaleEncoder(cfg.fourier_dim, code_dim)
-        blocks = []
-        # extra start blocks see the patch at full patch resolution, with the channels a full-size D
-        # would use at the matching image resolution (EpiGRAF keeps D's capacity)
-        for i in range(self.num_extra):
-            r_img = img_resolution >> i
-            blocks.append(DiscriminatorBlock(ch(r_img), ch(r_img), ch(r_img >> 1), code_dim, cfg.hyper_mod, 1, i == 0))
-        for i, r in enumerate(res):
-            c_in = ch(r if self.num_extra == 0 else patch_resolution) if i == 0 else ch(r)
-            blocks.append(DiscriminatorBlock(c_in, c_in, ch(r // 2), code_dim, cfg.hyper_mod, 2,
-                                             first=(i == 0 and self.num_extra == 0)))
-        self.blocks = nn.ModuleList(blocks)
+        self.cmap_dim = cfg.cmap_dim or ch(4)
+        self.patch_encoder = ScalarEncoder()
+        mod_dim = cfg.hyper_mod_dim if cfg.hyper_mod else 0
+        self.hyper_mapping = CodeMapping(self.patch_encoder.dim, mod_dim) if cfg.hyper_mod else None
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(ch(r), ch(r // 2), mod_dim, down=1 if i < self.num_extra else 2, first=i == 0)
+            for i, r in enumerate(self.block_resolutions))
+        # the projection head's vector from [class label, patch code, camera scalars]
+        # camera conditioning as the seed's D does it by default: Fourier features of the turn fractions (t = 64 x)
+        self.camera_encoder = ScalarEncoder(2, 64.0, embed_dim=0) if cfg.camera_cond else None
+        head_in = c_dim + self.patch_encoder.dim + (self.camera_encoder.dim if cfg.camera_cond else 0)
+        self.head_mapping = CodeMapping(head_in, self.cmap_dim)
         c4 = ch(4)
-        cond_dim = c_dim + (3 if cfg.camera_cond else 0)
-        self.cond_embed = FullyConnected(cond_dim, code_dim) if cond_dim > 0 else None
-        self.cmap = nn.Sequential(FullyConnected(code_dim * (2 if cond_dim else 1), cfg.cmap_dim, activation="lrelu"),
-                                  FullyConnected(cfg.cmap_dim, cfg.cmap_dim))
         self.epilogue_conv = Conv2d(c4 + cfg.mbstd_channels, c4, 3, activation="lrelu")
         self.epilogue_fc = FullyConnected(c4 * 16, c4, activation="lrelu")
-        self.out = FullyConnected(c4, cfg.cmap_dim)
+        self.out = FullyConnected(c4, self.cmap_dim)
 
     def forward(self, img: torch.Tensor, patch_params: torch.Tensor, c: Optional[torch.Tensor] = None,
                 angles: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """img [B, 3, P, P], patch_params [B, 3] = (s, o_x, o_y), c [B, c_dim], angles [B, 3] -> logits [B, 1]."""
-        code = self.scale_encoder(patch_params)  # [B, code_dim]
+        """img [B, 3, P, P], patch_params [B, 3] = (s_x, o_x, o_y), c [B, c_dim], angles [B, 3] -> logits [B, 1]."""
+        code = self.patch_encoder(patch_params)  # [B, 3 * 276]
+        h = self.hyper_mapping(code) if self.hyper_mapping is not None else None  # [B, hyper_mod_dim]
         x = None
         for block in self.blocks:
-            x = block(x, img, code)  # [B, C, 4, 4] at the end
+            x = block(x, img, h)  # [B, C4, 4, 4] at the end
         x = minibatch_std(x, self.cfg.mbstd_group, self.cfg.mbstd_channels)
         x = self.epilogue_fc(self.epilogue_conv(x).flatten(1))  # [B, C4]
         x = self.out(x)  # [B, cmap_dim]
-        parts = [code]
-        if self.cond_embed is not None:
-            cond = torch.cat([t for t, on in ((c, self.c_dim > 0), (angles, self.cfg.camera_cond)) if on], dim=1)
-            parts.append(normalize_2nd_moment(self.cond_embed(cond)))
-        cmap = self.cmap(torch.cat(parts, dim=1))  # [B, cmap_dim]
+        cond = [code]
+        if self.c_dim:
+            cond.insert(0, c)
+        if self.camera_encoder is not None:
+            cond.append(self.camera_encoder(camera_cond_scalars(angles)))
+        cmap = self.head_mapping(torch.cat(cond, dim=1))  # [B, cmap_dim]
         # projection discriminator (Miyato & Koyama 2018; StyleGAN2-ADA conditional D)
-        return (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cfg.cmap_dim)
+        return (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)

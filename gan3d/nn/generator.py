@@ -13,6 +13,7 @@ import torch.nn as nn
 from gan3d.config import CameraConfig, GeneratorConfig
 from gan3d.nn.layers import FullyConnected, ModulatedConv, normalize_2nd_moment, upsample2d, fir_filter
 from gan3d.render import cameras, rays, triplane, volume
+from gan3d.render.cameras import camera_cond_scalars
 
 
 class Patch(NamedTuple):
@@ -44,7 +45,7 @@ class MappingNetwork(nn.Module):
             x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
         for layer in self.layers:
             x = layer(x)
-        if update_w_avg:
+        if update_w_avg:  # StyleGAN2-ADA / the seed: tracked on G forwards of the D phase
             self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1:
             x = self.w_avg.lerp(x, truncation_psi)
@@ -60,12 +61,12 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        x = self.conv(x, w)
+        noise = None  # added before bias + activation, as StyleGAN2 does
         if noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
+            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
         elif noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-        return x
+            noise = self.noise_const * self.noise_strength
+        return self.conv(x, w, noise)
 
 
 class SynthesisBlock(nn.Module):
@@ -124,7 +125,8 @@ class TriplaneSynthesis(nn.Module):
 
 
 class TriplaneDecoder(nn.Module):
-    """Tri-plane features -> (rgb in [0, 1], raw density): 2-layer MLP, 64 hidden, leaky ReLU (EpiGRAF)."""
+    """Tri-plane features -> (raw colour, raw density): 2-layer MLP, 64 hidden, leaky ReLU, linear output (EpiGRAF).
+    Colour is linear, in the data's [-1, 1] range nominally, with no squashing (as in the seed)."""
 
     def __init__(self, in_dim: int, hidden: int, num_layers: int):
         super().__init__()
@@ -137,8 +139,7 @@ class TriplaneDecoder(nn.Module):
         for layer in self.hidden:
             x = layer(x)
         x = self.out(x)
-        rgb = torch.sigmoid(x[..., :3]) * (1 + 2 * 0.001) - 0.001  # EG3D: lets colours reach 0 and 1
-        return rgb, x[..., 3:]
+        return x[..., :3], x[..., 3:]
 
 
 class SphereBackground(nn.Module):
@@ -153,7 +154,7 @@ class SphereBackground(nn.Module):
         self.out = FullyConnected(hidden, 4)
 
     def forward(self, origins: torch.Tensor, dirs: torch.Tensor, w: torch.Tensor, ray_end: float) -> torch.Tensor:
-        """origins, dirs [B, R, 3], w [B, w_dim] -> background rgb [B, R, 3] in [0, 1]."""
+        """origins, dirs [B, R, 3], w [B, w_dim] -> background colour [B, R, 3] (raw, like the foreground)."""
         B, R, _ = dirs.shape
         inv_r = torch.linspace(1.0 / ray_end, 0.02, self.num_samples, device=dirs.device)  # near -> far, [S]
         radius = 1.0 / inv_r
@@ -168,8 +169,7 @@ class SphereBackground(nn.Module):
         for layer in self.layers:
             x = layer(x)
         x = self.out(x)
-        out = volume.integrate(torch.sigmoid(x[..., :3]), x[..., 3:], t)
-        return out["rgb"]
+        return volume.integrate(x[..., :3], x[..., 3:], t)["rgb"]
 
 
 class TriplaneGenerator(nn.Module):
@@ -177,7 +177,7 @@ class TriplaneGenerator(nn.Module):
         super().__init__()
         self.cfg, self.camera, self.img_resolution, self.c_dim = cfg, camera, img_resolution, c_dim
         self.synthesis = TriplaneSynthesis(cfg)
-        cond_dim = c_dim + (3 if cfg.camera_cond else 0)
+        cond_dim = c_dim + (2 if cfg.camera_cond else 0)
         self.mapping = MappingNetwork(cfg.z_dim, cond_dim, cfg.w_dim, self.synthesis.num_ws, cfg.mapping_layers)
         self.decoder = TriplaneDecoder(cfg.triplane_channels, cfg.mlp_hidden, cfg.mlp_layers)
         self.background = (SphereBackground(cfg.w_dim, cfg.bg.num_layers, cfg.bg.hidden_dim, cfg.bg.num_samples)
@@ -190,16 +190,23 @@ class TriplaneGenerator(nn.Module):
         if self.c_dim:
             parts.append(c)
         if self.cfg.camera_cond:
-            parts.append(cond_angles)
+            parts.append(camera_cond_scalars(cond_angles))
         cond = torch.cat(parts, dim=1) if parts else None
         return self.mapping(z, cond, truncation_psi, update_w_avg)
 
     # ----------------------------------------------------------------------------------- planes -> pixels
-    def _render_rays(self, planes, ws, origins, dirs, density_noise: float) -> dict[str, torch.Tensor]:
-        """Coarse + importance samples for R rays: origins, dirs [B, R, 3] -> rgb [B, R, 3], depth, opacity."""
+    def _render_rays(self, planes, ws, origins, dirs, density_noise: float, perturb: bool) -> dict[str, torch.Tensor]:
+        """Coarse + importance samples for R rays: origins, dirs [B, R, 3] -> rgb [B, R, 3], depth [B, R, 1].
+
+        The seed's hierarchical sampling: stratified coarse depths (jittered while training), their weights
+        (with density noise) give a pdf for the fine depths (random while training, evenly spaced quantiles
+        otherwise), and all samples are sorted and integrated together. Without a background model the
+        last interval is 1e10, so every ray ends opaque; with one it is 1e-3 and the background is added
+        with the transmittance in front of the last sample.
+        """
         r, cam = self.cfg.render, self.camera
         B, R, _ = dirs.shape
-        perturb = self.training
+        last_delta = 1e-3 if self.background is not None else 1e10
 
         def evaluate(depths):  # [B, R, S] -> rgb [B, R, S, 3], sigma [B, R, S, 1]
             S = depths.shape[-1]
@@ -212,46 +219,53 @@ class TriplaneGenerator(nn.Module):
         rgb, sigma = evaluate(z)
         if r.num_fine > 0:
             with torch.no_grad():
-                coarse = volume.integrate(rgb, sigma, z, density_noise)
+                coarse = volume.integrate(rgb, sigma, z, density_noise, last_delta)
             z_fine = rays.importance_depths(z, coarse["weights"], r.num_fine, deterministic=not perturb)
             rgb_f, sigma_f = evaluate(z_fine)
-            z, order = torch.sort(torch.cat([z, z_fine], -1), dim=-1)  # [B, R, S+Sf]
-            rgb = torch.gather(torch.cat([rgb, rgb_f], -2), -2, order[..., None].expand(-1, -1, -1, 3))
-            sigma = torch.gather(torch.cat([sigma, sigma_f], -2), -2, order[..., None])
-        out = volume.integrate(rgb, sigma, z, density_noise)
+            z, order = torch.sort(torch.cat([z_fine, z], -1), dim=-1)  # [B, R, Sf+S]
+            rgb = torch.gather(torch.cat([rgb_f, rgb], -2), -2, order[..., None].expand(-1, -1, -1, 3))
+            sigma = torch.gather(torch.cat([sigma_f, sigma], -2), -2, order[..., None])
+        out = volume.integrate(rgb, sigma, z, density_noise, last_delta)
         if self.background is not None:
             bg = self.background(origins, dirs, ws[:, -1], cam.ray_end)
-            out["rgb"] = out["rgb"] + (1 - out["opacity"]) * bg
-        elif r.white_back:
+            out["rgb"] = out["rgb"] + out["final_transmittance"] * bg
+        if r.white_back:  # white (1 in the data's [-1, 1] range) behind whatever did not absorb the ray
             out["rgb"] = out["rgb"] + (1 - out["opacity"])
         return out
 
     def render_planes(self, planes: torch.Tensor, ws: torch.Tensor, angles: torch.Tensor, resolution: Optional[int] = None,
-               patch: Optional[Patch] = None, density_noise: float = 0.0) -> dict[str, torch.Tensor]:
-        """Render tri-planes from cameras `angles` [B, 3]: image [B, 3, H, W] in [-1, 1], depth [B, 1, H, W].
+               patch: Optional[Patch] = None, density_noise: float = 0.0,
+               stochastic: Optional[bool] = None) -> dict[str, torch.Tensor]:
+        """Render tri-planes from cameras `angles` [B, 3]: image [B, 3, H, W] (nominally [-1, 1]), depth [B, 1, H, W].
 
         With `patch`, only the rays of that patch are cast (resolution = the patch's pixel count per side).
-        Rays are rendered in chunks of max_batch_res**2 to bound memory at full resolution.
+        Rays are rendered in chunks of max_batch_res**2 to bound memory at full resolution. `stochastic`
+        (default: training mode) jitters the coarse depths and draws the importance samples at random, as the
+        seed does while training; otherwise both are deterministic.
         """
         B = angles.shape[0]
         res = resolution or self.img_resolution
         dirs_cam = rays.ray_directions(res, self.camera.fov, patch.scales if patch else None,
                                        patch.offsets if patch else None, batch=B, device=angles.device)  # [B, R, 3]
+        if not self.camera.use_roll:  # the seed ignores roll
+            angles = angles * torch.tensor([1.0, 1.0, 0.0], device=angles.device, dtype=angles.dtype)
         c2w = cameras.cam2world_matrix(angles, self.camera.radius)  # [B, 4, 4]
+        stochastic = self.training if stochastic is None else stochastic
         origins, dirs = rays.world_rays(c2w, dirs_cam)
         chunk = self.cfg.render.max_batch_res ** 2
-        outs = [self._render_rays(planes, ws, origins[:, i:i + chunk], dirs[:, i:i + chunk], density_noise)
+        outs = [self._render_rays(planes, ws, origins[:, i:i + chunk], dirs[:, i:i + chunk], density_noise,
+                                   stochastic)
                 for i in range(0, dirs.shape[1], chunk)]
         rgb = torch.cat([o["rgb"] for o in outs], 1)  # [B, R, 3]
         depth = torch.cat([o["depth"] for o in outs], 1)  # [B, R, 1]
-        image = (rgb * 2 - 1).transpose(1, 2).reshape(B, 3, res, res)
+        image = rgb.transpose(1, 2).reshape(B, 3, res, res)  # row 0 = top
         return {"image": image, "depth": depth.transpose(1, 2).reshape(B, 1, res, res)}
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], angles: torch.Tensor, patch: Optional[Patch] = None,
                 resolution: Optional[int] = None, truncation_psi: float = 1.0, noise_mode: str = "const",
                 density_noise: float = 0.0, cond_angles: Optional[torch.Tensor] = None,
                 update_w_avg: bool = False) -> torch.Tensor:
-        """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res] in [-1, 1]."""
+        """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res], nominally in [-1, 1]."""
         ws = self.map(z, c, angles if cond_angles is None else cond_angles, truncation_psi, update_w_avg)
         planes = self.synthesis(ws, noise_mode)
         return self.render_planes(planes, ws, angles, resolution, patch, density_noise)["image"]

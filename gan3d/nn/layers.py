@@ -82,10 +82,10 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     return y[:, :, lo: y.shape[2] - hi, lo: y.shape[3] - hi]
 
 
-def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
-    """2x FIR downsampling: [B, C, H, W] -> [B, C, H/2, W/2]."""
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2, pad: int = 0) -> torch.Tensor:
+    """FIR low-pass then keep every `down`-th sample: [B, C, H, W] -> [B, C, (H + 2 pad) / down, ...]."""
     k = f.shape[0]
-    p0, p1 = (k - down + 1) // 2, (k - down) // 2
+    p0, p1 = pad + (k - down + 1) // 2, pad + (k - down) // 2
     if not FAST_RESAMPLE:
         return upfirdn2d(x, f, down=down, pad=(p0, p1, p0, p1))
     # a strided depthwise conv computes only the outputs the reference keeps after filtering at full rate
@@ -94,15 +94,47 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tenso
     return F.conv2d(F.pad(x, [p0, p1, p0, p1]), w, stride=down, groups=C)
 
 
+def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding: int = 0,
+                    groups: int = 1) -> torch.Tensor:
+    """Conv with FIR up- or downsampling, in the order StyleGAN2-ADA's conv2d_resample uses (the order
+    matters at the borders): x [B, I*groups, H, W], w [O*groups, I, k, k] (correlation, like F.conv2d).
+
+    up=2: a stride-2 transposed conv (zero insertion, then *convolution* with w), then the FIR filter.
+    down=2: the FIR filter with the conv's padding folded in, then a stride-2 conv; a 1x1 conv
+    commutes with the filter, so it is filtered-and-decimated first (4x fewer products).
+    """
+    O, I, kh, kw = w.shape
+    fk = f.shape[0]
+    if up > 1:
+        if groups == 1:
+            wt = w.transpose(0, 1)  # [I, O, k, k]
+        else:  # [G*O', I, k, k] -> [G*I, O', k, k]
+            wt = w.reshape(groups, O // groups, I, kh, kw).transpose(1, 2).reshape(groups * I, O // groups, kh, kw)
+        x = F.conv_transpose2d(x, wt, stride=up, groups=groups)  # [B, O, (H-1)*up + k, ...]
+        p0 = padding + (fk + up - 1) // 2 - (kw - 1)
+        p1 = padding + (fk - up) // 2 - (kw - up)
+        return upfirdn2d(x, f, pad=(p0, p1, p0, p1), gain=up ** 2)
+    if down > 1:
+        if kw == 1:
+            return F.conv2d(downsample2d(x, f, down, pad=padding), w, groups=groups)
+        p0, p1 = padding + (fk - down + 1) // 2, padding + (fk - down) // 2
+        return F.conv2d(upfirdn2d(x, f, pad=(p0, p1, p0, p1)), w, stride=down, groups=groups)
+    return F.conv2d(x, w, padding=padding, groups=groups)
+
+
 class FullyConnected(nn.Module):
-    """Equalized-learning-rate linear layer (weights scaled at run time by lr_multiplier / sqrt(fan_in))."""
+    """Equalized-learning-rate linear layer (weights scaled at run time by lr_multiplier / sqrt(fan_in)).
+
+    Parameters are stored as StyleGAN2-ADA stores them (weight = randn / lr_mult, bias = init / lr_mult;
+    run-time weight = stored * lr_mult / sqrt(fan_in), bias = stored * lr_mult), so reference tensors load as they are.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
                  lr_multiplier: float = 1.0, bias_init: float = 0.0):
         super().__init__()
         self.activation = activation
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_multiplier)) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
@@ -118,9 +150,9 @@ class FullyConnected(nn.Module):
 BATCHED_MODCONV = True
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                     padding: int = 0) -> torch.Tensor:
-    """Per-sample modulated convolution (StyleGAN2 Sec. 2.2, eqs. 1-3).
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, f: torch.Tensor, demodulate: bool = True,
+                     padding: int = 0, up: int = 1, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-sample modulated convolution (StyleGAN2 Sec. 2.2, eqs. 1-3), noise added after demodulation.
 
     x [B, I, H, W], weight [O, I, k, k], styles [B, I] -> [B, O, H', W'].
     Reference: per-sample weights as one grouped conv. Batched path (StyleGAN2-ADA's fused_modconv=False):
@@ -130,67 +162,66 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     B, I, H, W = x.shape
     O, _, kh, kw = weight.shape
     if BATCHED_MODCONV:
-        y = F.conv2d(x * styles[:, :, None, None], weight, padding=padding)  # [B, O, H', W']
+        y = conv2d_resample(x * styles[:, :, None, None], weight, f, up=up, padding=padding)  # [B, O, H', W']
         if demodulate:  # ||w * s||^2 per output channel = sum_i s_i^2 * sum_k w_oik^2
             dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()  # [B, O]
             y = y * dcoefs[:, :, None, None]
-        return y
-    w = weight[None] * styles[:, None, :, None, None]  # [B, O, I, k, k]
-    if demodulate:
-        w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
-    x = F.conv2d(x.reshape(1, B * I, H, W), w.reshape(B * O, I, kh, kw), padding=padding, groups=B)
-    return x.reshape(B, O, *x.shape[2:])
+    else:
+        w = weight[None] * styles[:, None, :, None, None]  # [B, O, I, k, k]
+        if demodulate:
+            w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+        y = conv2d_resample(x.reshape(1, B * I, H, W), w.reshape(B * O, I, kh, kw), f, up=up, padding=padding, groups=B)
+        y = y.reshape(B, O, *y.shape[2:])
+    return y if noise is None else y + noise
 
 
 class ModulatedConv(nn.Module):
-    """Conv whose weights are modulated per sample by an affine map of a code (w, or D's scale code).
+    """Conv whose weights are modulated per sample by an affine map of w (StyleGAN2 synthesis layer / ToRGB).
 
-    With up=2 the input is FIR-upsampled first, with down=2 the output is FIR-downsampled after:
-    linear shift-invariant ops commute, so this is StyleGAN2's transposed-conv + blur up to borders.
+    With up=2 it is StyleGAN2's transposed conv followed by the FIR filter (`conv2d_resample`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, code_dim: int, kernel_size: int = 3, up: int = 1,
-                 down: int = 1, activation: str = "lrelu", demodulate: bool = True, conv_clamp: Optional[float] = 256):
+                 activation: str = "lrelu", demodulate: bool = True, conv_clamp: Optional[float] = 256):
         super().__init__()
-        self.up, self.down, self.activation, self.demodulate, self.conv_clamp = up, down, activation, demodulate, conv_clamp
+        self.up, self.activation, self.demodulate, self.conv_clamp = up, activation, demodulate, conv_clamp
         self.padding = kernel_size // 2
         self.affine = FullyConnected(code_dim, in_channels, bias_init=1)  # styles start at 1
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
-    def forward(self, x: torch.Tensor, code: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, code: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         styles = self.affine(code)  # [B, I]
-        weight = self.weight
         if not self.demodulate:  # equalized lr, folded into the styles (StyleGAN2 ToRGB)
-            styles = styles / math.sqrt(weight[0].numel())
-        if self.up > 1:
-            x = upsample2d(x, self.resample_filter, self.up)
-        x = modulated_conv2d(x, weight, styles, self.demodulate, self.padding)
-        if self.down > 1:
-            x = downsample2d(x, self.resample_filter, self.down)
-        act_gain = (LRELU_GAIN if self.activation == "lrelu" else 1.0) * gain
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=act_gain, clamp=clamp)
+            styles = styles / math.sqrt(self.weight[0].numel())
+        x = modulated_conv2d(x, self.weight, styles, self.resample_filter, self.demodulate, self.padding, self.up, noise)
+        act_gain = LRELU_GAIN if self.activation == "lrelu" else 1.0
+        return bias_act(x, self.bias, self.activation, gain=act_gain, clamp=self.conv_clamp)
 
 
 class Conv2d(nn.Module):
-    """Equalized-learning-rate conv with optional FIR downsampling (StyleGAN2 D layers)."""
+    """Equalized-learning-rate conv with optional FIR downsampling (StyleGAN2 D layers).
+
+    With `mod_dim`, EpiGRAF's hyper-modulation: the input channels are scaled per sample by
+    1 + tanh(affine(code)) before the conv; the weights themselves are untouched and nothing is demodulated.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", down: int = 1, conv_clamp: Optional[float] = 256):
+                 activation: str = "linear", down: int = 1, conv_clamp: Optional[float] = 256, mod_dim: int = 0):
         super().__init__()
         self.activation, self.down, self.conv_clamp = activation, down, conv_clamp
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.affine = FullyConnected(mod_dim, in_channels, bias_init=0) if mod_dim else None
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        x = F.conv2d(x, self.weight * self.weight_gain, padding=self.padding)
-        if self.down > 1:
-            x = downsample2d(x, self.resample_filter, self.down)
+    def forward(self, x: torch.Tensor, code: Optional[torch.Tensor] = None, gain: float = 1.0) -> torch.Tensor:
+        if self.affine is not None:
+            x = x * (1 + self.affine(code).tanh())[:, :, None, None]  # [B, I, H, W]
+        x = conv2d_resample(x, self.weight * self.weight_gain, self.resample_filter, down=self.down, padding=self.padding)
         act_gain = (LRELU_GAIN if self.activation == "lrelu" else 1.0) * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, self.activation, gain=act_gain, clamp=clamp)
@@ -219,24 +250,15 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-def fourier_features(x: torch.Tensor, num: int) -> torch.Tensor:
-    """[B, K] in [0, 1] -> [B, K * num] sin/cos at octave frequencies (num/2 of them) per input."""
-    freqs = 2.0 ** torch.arange(num // 2, device=x.device, dtype=x.dtype) * math.pi  # [num/2]
-    angles = x[..., None] * freqs  # [B, K, num/2]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)  # [B, K*num]
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Blur D inputs (EpiGRAF/EG3D blur fade-in); sigma in pixels, no-op at 0."""
-    if sigma <= 0:
+    """Blur D inputs (EpiGRAF's blur fade-in, from StyleGAN3's loss): taps 2^-(t/sigma)^2 for
+    |t| <= floor(3 sigma), normalised, applied separably with zero padding; no-op below sigma 1/3."""
+    r = int(np.floor(sigma * 3)) if sigma > 0 else 0
+    if r <= 0:
         return x
-    r = int(np.ceil(sigma * 3))
     t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    f = torch.exp(-0.5 * (t / sigma).square())
+    f = torch.exp2(-(t / sigma).square())
     f = f / f.sum()
     C = x.shape[1]
-    x = F.conv2d(F.pad(x, [r, r, 0, 0], mode="reflect" if r < x.shape[3] else "replicate"),
-                 f.view(1, 1, 1, -1).repeat(C, 1, 1, 1), groups=C)
-    x = F.conv2d(F.pad(x, [0, 0, r, r], mode="reflect" if r < x.shape[2] else "replicate"),
-                 f.view(1, 1, -1, 1).repeat(C, 1, 1, 1), groups=C)
-    return x
+    x = F.conv2d(x, f.view(1, 1, 1, -1).repeat(C, 1, 1, 1), padding=(0, r), groups=C)
+    return F.conv2d(x, f.view(1, 1, -1, 1).repeat(C, 1, 1, 1), padding=(r, 0), groups=C)

@@ -54,6 +54,13 @@ def angles_from_cam2world(c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return torch.stack([yaw, pitch, roll], dim=-1), radius
 
 
+def camera_cond_scalars(angles: torch.Tensor) -> torch.Tensor:
+    """[B, 3] (yaw, pitch, roll) -> [B, 2]: yaw and pitch as signed fractions of a full turn, what the seed's
+    mapping networks are conditioned on (roll is never used)."""
+    yp = angles[:, :2]
+    return yp.sign() * (yp.abs() % (2 * math.pi)) / (2 * math.pi)
+
+
 def sample_camera_angles(n: int, cfg: CameraConfig, generator: Optional[torch.Generator] = None,
                          dataset_angles: Optional[torch.Tensor] = None, device="cpu") -> torch.Tensor:
     """Draw [n, 3] camera angles from the distribution `cfg.dist` (pi-GAN / EpiGRAF samplers)."""

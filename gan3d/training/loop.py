@@ -54,6 +54,12 @@ def _all_mean(values: dict[str, float], world: int, device: torch.device) -> dic
     return {k: float(v) / world for k, v in zip(keys, t)}
 
 
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """The global torch seed of `rank` starting at `step` (EDM2 / nanoGPT seed per rank; step so that a
+    resumed run does not replay the draws it made from step 0)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
 def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str,
                   storage_uri: Optional[str] = None) -> dict:
     """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row.
@@ -93,8 +99,6 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         counters = latest.counters
         np_rng = np.random.default_rng([t.seed, rank, counters.step])
         torch_gen.manual_seed(t.seed * 1000 + rank + 7919 * counters.step)
-        if rank == 0 and world == latest.cfg.run.workers:
-            restore_rng(latest.state["rng"], np_rng, torch_gen)
     elif t.resume:
         start = read_checkpoint(t.resume)
         if t.resume_only_G:  # fine-tuning: a fresh D, optimizers and counters
@@ -102,6 +106,11 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         else:
             load_modules(start, modules, optimizers)
             counters = start.counters
+    # Global RNG (synthesis noise, density noise, ray jitter, importance samples, augmentation): one stream per
+    # rank, so N workers do not repeat each other's draws; reproducible for a fixed seed, worker count and step.
+    torch.manual_seed(rank_seed(t.seed, rank, counters.step))
+    if latest is not None and rank == 0 and world == latest.cfg.run.workers:
+        restore_rng(latest.state["rng"], np_rng, torch_gen)  # rank 0 continues its exact streams
     last_metrics: dict[str, float] = dict(latest.metrics) if latest is not None else {}
     parts = GanParts(cfg, G, D, augment, np_rng, torch_gen)
     phases = make_phases(t)

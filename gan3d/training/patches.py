@@ -37,7 +37,10 @@ def sample_patches(batch: int, cfg: PatchConfig, kimg: float, rng: np.random.Gen
 
 
 def extract_patches(images: torch.Tensor, patch: Patch, resolution: int) -> torch.Tensor:
-    """Bilinearly resample [B, C, H, W] images at the patch grid -> [B, C, P, P] (same grid as the rays)."""
+    """Bilinearly resample [B, C, H, W] images at the patch grid -> [B, C, P, P] (same grid as the rays).
+
+    The grid's y points up (NDC) while grid_sample's points down the rows, hence the sign flip."""
     grid = patch_grid(resolution, patch.scales, patch.offsets, images.shape[0], images.device)  # [B, P*P, 2]
-    grid = grid.reshape(-1, resolution, resolution, 2).to(images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    grid = (grid * torch.tensor([1.0, -1.0], device=images.device)).reshape(-1, resolution, resolution, 2)
+    grid = grid.to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -82,12 +82,14 @@ def _fake_inputs(parts: GanParts, batch: Batch, device):
     return z, labels, angles, cond
 
 
-def run_G(parts: GanParts, z, labels, angles, cond, patch: Patch, kimg: float) -> torch.Tensor:
+def run_G(parts: GanParts, z, labels, angles, cond, patch: Patch, kimg: float, update_w_avg: bool = False) -> torch.Tensor:
+    """Fakes for a phase. The D phase's G forward also tracks w_avg (the seed's update_emas=True), so
+    truncation pulls towards the mean w of training."""
     r = parts.cfg.model.generator.render
     noise = schedules.density_noise(kimg, r.density_noise_std, r.density_noise_kimg)
     with torch.profiler.record_function("gan3d::generator"):  # labels for `gan3d bench`'s time shares
         return parts.G(z, labels, angles, patch=patch, resolution=parts.cfg.training.patch.resolution,
-                   noise_mode="random", density_noise=noise, cond_angles=cond)
+                   noise_mode="random", density_noise=noise, cond_angles=cond, update_w_avg=update_w_avg)
 
 
 def run_D(parts: GanParts, images, patch: Patch, labels, angles, kimg: float) -> torch.Tensor:
@@ -109,7 +111,7 @@ def phase_loss(phase: Phase, parts: GanParts, batch: Batch, kimg: float) -> tupl
     if {"g_fake", "d_fake"} & set(phase.terms):
         z, labels, angles, cond = _fake_inputs(parts, batch, device)
         with torch.set_grad_enabled("g_fake" in phase.terms):
-            fake = run_G(parts, z, labels, angles, cond, patch, kimg)
+            fake = run_G(parts, z, labels, angles, cond, patch, kimg, update_w_avg=phase.net == "D")
         logits = run_D(parts, fake if phase.net == "G" else fake.detach(), patch, labels, angles, kimg)
         stats["logits_fake"] = logits.mean().item()
         if "g_fake" in phase.terms:
