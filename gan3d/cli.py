@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--shard-size", type=int, default=1000, help="images per Parquet file")
     q.add_argument("--poses", default="", help="'eg3d': read 25-number EG3D camera labels from dataset.json")
     q.add_argument("--resize-filter", default="lanczos", help="lanczos | bicubic | bilinear | box")
+    q.add_argument("--allow-outliers", action="store_true",
+                   help="convert even if some imported cameras disagree with the rest (radius, fov, look-at)")
     q = dsub.add_parser("validate", help="check a dataset and report every problem; exit 0 only if usable")
     q.add_argument("path")
     q.add_argument("--require-poses", action="store_true", help="every image must have a camera pose")
@@ -276,7 +278,8 @@ def _dataset(args) -> int:
     if args.dataset_command == "convert":
         from gan3d.data.convert import convert
 
-        meta = convert(args.src, args.dst, args.resolution, args.shard_size, args.poses, args.resize_filter)
+        meta = convert(args.src, args.dst, args.resolution, args.shard_size, args.poses, args.resize_filter,
+                       args.allow_outliers)
         for line in meta.pop("report", []):
             print(line)
         print(f"gan3d: wrote {meta['num_images']} images ({meta['resolution']}px) to {args.dst}")

@@ -177,10 +177,79 @@ def test_convert_with_eg3d_poses_cli(tmp_path):
     res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "convert", str(src), str(tmp_path / "out"),
                           "--poses", "eg3d"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert "camera radius 2.7000, fov 18.837" in res.stdout
+    assert "camera radius 2.7000" in res.stdout and "fov 18.837 deg" in res.stdout
     ds = open_dataset(str(tmp_path / "out"), need_poses=True)
     got = sorted((round(float(a[0]), 3) for _, a, _ in ds.iter_epoch(0)))
     assert got == sorted(round(float(a), 3) for a in angles[:, 0])
+
+
+def eg3d_camera_labels(thetas, vs, radius=2.7, lookat=(0.0, 0.0, 0.2), fov_degrees=18.837):
+    """Labels as EG3D's own camera code makes them (re-implemented from its documented behaviour:
+    LookAtPoseSampler around `lookat`, create_cam2world_matrix with OpenCV axes, FOV_to_intrinsics)."""
+    out = []
+    look = np.asarray(lookat)
+    for theta, v in zip(thetas, vs):
+        phi = math.acos(1 - 2 * min(max(v, 1e-5), math.pi - 1e-5) / math.pi)
+        origin = look + radius * np.array([math.sin(phi) * math.cos(math.pi - theta), math.cos(phi),
+                                           math.sin(phi) * math.sin(math.pi - theta)])
+        forward = (look - origin) / np.linalg.norm(look - origin)
+        right = -np.cross([0.0, 1.0, 0.0], forward)
+        right /= np.linalg.norm(right)
+        up = np.cross(forward, right)
+        up /= np.linalg.norm(up)
+        c2w = np.eye(4)
+        c2w[:3, :3] = np.stack([right, up, forward], axis=-1)
+        c2w[:3, 3] = origin
+        focal = 1 / (math.tan(fov_degrees * 3.14159 / 360) * 1.414)
+        out.append(np.concatenate([c2w.reshape(16), [focal, 0, 0.5, 0, focal, 0.5, 0, 0, 1]]))
+    return np.stack(out)
+
+
+def test_eg3d_cameras_are_recentred_on_their_lookat_point():
+    """EG3D's cameras look at (0, 0, 0.2): the import finds that point, measures the radius from it and gives
+    the angles a camera on gan3d's sphere would have (EG3D's theta = pi - yaw, v / pi = (1 - cos pitch) / 2)."""
+    thetas, vs = [math.pi / 2, 1.3, 1.9, 1.6], [math.pi / 2, 1.4, 1.75, 1.2]
+    got, rep = eg3d_to_angles(list("abcd"), eg3d_camera_labels(thetas, vs))
+    want = np.array([[math.pi - t, math.acos(1 - 2 * v / math.pi), 0.0] for t, v in zip(thetas, vs)])
+    assert np.abs(got - want).max() < 1e-4
+    assert np.allclose(rep.lookat, (0, 0, 0.2), atol=1e-5) and math.isclose(rep.radius, 2.7, rel_tol=1e-5)
+    assert math.isclose(rep.fov_eg3d, 18.837, rel_tol=1e-4) and abs(rep.fov - 13.38) < 0.01
+    assert rep.max_axis_error < 1e-3 and not rep.outliers and not rep.world_flipped
+    assert any("EG3D's fov_degrees for the same focal length: 18.837" in line for line in rep.lines())
+
+
+def test_bad_eg3d_labels_each_get_one_line_naming_the_file(tmp_path):
+    files = {f"{i}.png": png(seed=i) for i in range(5)}
+    labels = eg3d_camera_labels([1.5, 1.6, 1.7, 1.4, 1.5], [1.5] * 5).tolist()
+    labels[1] = labels[1][:16]  # no intrinsics
+    labels[2][16] = float("nan")  # NaN fx
+    labels[3][0] *= 1.5  # a scaled rotation
+    src = make_zip(tmp_path / "eg3d.zip", files, {"labels": {k: labels[i] for i, k in enumerate(files)}})
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "convert", str(src), str(tmp_path / "out"),
+                          "--poses", "eg3d"], capture_output=True, text=True)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 3 and all("eg3d.zip" in line for line in lines)
+    assert "'1.png'" in lines[0] and "16 numbers, expected 25" in lines[0]
+    assert "'2.png'" in lines[1] and "not all finite" in lines[1]
+    assert "'3.png'" in lines[2] and "not orthonormal" in lines[2]
+    assert not (tmp_path / "out").exists()
+
+
+def test_eg3d_outliers_stop_convert_unless_allowed_and_validate_reports_cameras(tmp_path):
+    files = {f"{i}.png": png(seed=i) for i in range(4)}
+    labels = eg3d_camera_labels([1.5, 1.6, 1.7, 1.4], [1.5] * 4)
+    labels[3] = eg3d_camera_labels([1.4], [1.5], lookat=(0.0, 0.1, 0.2))[0]  # looks 0.1 above the others' point
+    src = make_zip(tmp_path / "eg3d.zip", files, {"labels": {k: labels[i].tolist() for i, k in enumerate(files)}})
+    cmd = [sys.executable, "-m", "gan3d.cli", "dataset", "convert", str(src), str(tmp_path / "out"), "--poses", "eg3d"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2 and "outlier: 3.png" in res.stderr and "--allow-outliers" in res.stderr
+    assert "outlier: 0.png" not in res.stderr and "(0.0000, 0.0000, 0.2000)" in res.stderr  # robust to the stray one
+    assert not (tmp_path / "out").exists()
+    res = subprocess.run(cmd + ["--allow-outliers"], capture_output=True, text=True)
+    assert res.returncode == 0 and "outlier: 3.png" in res.stdout, res.stderr
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "validate", str(src)], capture_output=True, text=True)
+    assert res.returncode == 1 and "look-at point" in res.stdout and "camera outlier 3.png" in res.stdout
 
 
 def _expect(tmp_path, files, meta=None, match="", **kw):

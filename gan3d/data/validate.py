@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gan3d.data.archive import Archive, check_references, image_header, parse_metadata
+from gan3d.data.convert import eg3d_to_angles, looks_like_eg3d, read_eg3d_labels
 from gan3d.data.parquet import COLUMNS, is_parquet, list_shards, read_metadata
 from gan3d.errors import DatasetError
 
@@ -28,6 +29,7 @@ class ValidationReport:
     angles: Optional[np.ndarray] = None
     problems: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    camera_lines: list[str] = field(default_factory=list)  # imported cameras: radius, fov, look-at, outliers
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,7 @@ class ValidationReport:
             out.append(f"mean pose: yaw {mean_yaw:.3f}, pitch {a[:, 1].mean():.3f}, roll {a[:, 2].mean():.3f}")
         else:
             out.append("poses: none")
+        out += self.camera_lines
         pre = self.meta.get("preprocessing")
         if pre:
             out.append("preprocessing: " + ", ".join(f"{k}={v}" for k, v in pre.items()))
@@ -85,6 +88,17 @@ def _validate_archive(path: str, rep: ValidationReport, need_poses: bool) -> Non
         _check_image(archive.read(n), archive.describe(n), rep, sizes)
     _sizes_problem(sizes, rep)
     rep.num_images = len(names)
+    if looks_like_eg3d(archive):  # EG3D cameras: the camera report instead of class labels
+        try:
+            eg_names, labels = read_eg3d_labels(archive)
+            angles, report = eg3d_to_angles(eg_names, labels)
+        except DatasetError as e:
+            rep.problems += str(e).splitlines()
+            return
+        rep.camera_lines = report.lines()
+        rep.problems += [f"camera outlier {o}" for o in report.outliers]
+        rep.angles = angles
+        return
     meta = parse_metadata(archive, collect=rep.problems)
     check_references(archive, meta, names, need_poses, collect=rep.problems)
     rep.meta = meta.extra
