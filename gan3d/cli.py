@@ -9,6 +9,17 @@ from typing import Optional, Sequence
 from gan3d.errors import ConfigError, Gan3dError
 
 NOT_YET: dict[str, str] = {}  # commands announced before they exist
+EXAMPLES = {  # shown at the end of each command's --help
+    "train": "gan3d train experiments/smoke.yaml --out runs training.kimg=8",
+    "sweep": "gan3d sweep experiments/sweeps/smoke.yaml --out sweeps num_samples=2 scheduler.kind=asha",
+    "bench": "gan3d bench experiments/bench_ref.yaml --iters 3 --json",
+    "eval": "gan3d eval runs/smoke --metrics swd,fid2k_full",
+    "render": "gan3d render runs/smoke --vis video --seeds 0-3 --out renders",
+    "report": "gan3d report runs/smoke sweeps/smoke --out report.html",
+    "describe": "gan3d describe experiments/ffhq512.yaml training.patch.resolution=32",
+    "dataset": "gan3d dataset convert faces.zip faces_parquet --poses eg3d --resolution 256",
+    "submit": "gan3d submit --address http://HEAD:8265 -- gan3d sweep experiments/sweeps/smoke.yaml",
+}
 
 
 def _cuda() -> bool:
@@ -35,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--out", help="output root; the run dir is OUT/NAME (default: run.out)")
     p.add_argument("--name", help="run name (default: the experiment file's stem)")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's and Ray Train's own log lines")
 
     p = sub.add_parser("sweep", help="a Ray Tune sweep; each trial a Ray Train run; resumable")
     p.add_argument("sweep", help="sweep YAML, e.g. experiments/sweeps/smoke.yaml")
@@ -42,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "or experiment keys (training.kimg=1)")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (also automatic on rerun)")
+    p.add_argument("--out", help="output root; the sweep dir is OUT/NAME (default: the sweep's 'out')")
 
     p = sub.add_parser("bench", help="throughput and memory of a config on this hardware")
     _experiment_args(p)
@@ -129,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("job_id")
         q.add_argument("--address", required=True, help="the dashboard URL, e.g. http://HEAD:8265")
 
+    for cmd, example in EXAMPLES.items():
+        sub.choices[cmd].epilog = "example:\n  " + example
+        sub.choices[cmd].formatter_class = argparse.RawDescriptionHelpFormatter
     for cmd, why in NOT_YET.items():
         q = sub.add_parser(cmd, help=f"(not yet: {why})")
         q.add_argument("args", nargs=argparse.REMAINDER)
@@ -141,7 +157,7 @@ def _train(args) -> int:
 
     cfg = load_config(args.experiment, args.overrides)
     res = train(cfg, workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address,
-                out=args.out, name=args.name)
+                out=args.out, name=args.name, verbose=args.verbose, header=True)
     best = f"{res.metric} {res.best_metric:.3f}" if res.best_metric is not None else "no metric"
     print(f"gan3d: run {res.run_dir} at kimg {res.kimg:.3f} ({res.stop_reason}); best {best}; "
           f"best checkpoint {res.best_checkpoint}")
@@ -157,7 +173,8 @@ def _train(args) -> int:
 def _sweep(args) -> int:
     from gan3d.orchestrate.sweep import sweep
 
-    res = sweep(args.sweep, args.overrides, address=args.address, resume=args.resume)
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    res = sweep(args.sweep, overrides, address=args.address, resume=args.resume)
     if res.trials is not None:
         cols = [c for c in res.trials.columns if c.startswith(("config/", "best/")) or c in ("trial_id", "status", "kimg")]
         print(res.trials[cols].to_string(index=False))
@@ -311,8 +328,21 @@ COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "render": _render, 
             "download-inception": _download_inception}
 
 
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Options and key=value overrides in any order: `gan3d train E.yaml --out runs training.kimg=8` works.
+    Words argparse leaves over that look like key=value become overrides of commands that take them."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    stray = [w for w in rest if w.startswith("-") or "=" not in w or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if rest:
+        args.overrides = list(args.overrides) + rest
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         if args.command in NOT_YET:
             print(f"gan3d {args.command}: not yet: {NOT_YET[args.command]}", file=sys.stderr)

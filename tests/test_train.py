@@ -134,6 +134,30 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_nonzero(ray_session, tm
     assert 0 < read_checkpoint(ckpts[-1]).counters.kimg < 50
 
 
+def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(ray_session, tmp_path):
+    """As the CLI runs (Ray's log forwarding on): a header, one line per tick, no Ray Train report dumps;
+    options and key=value overrides in any order; the rerun names the checkpoint it resumes from."""
+    address = ray_session.get_runtime_context().gcs_address
+
+    def run(kimg):
+        cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "--out", str(tmp_path), *TINY,
+               "--name", "console", f"training.kimg={kimg}", "--address", address]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stdout + res.stderr
+
+    first = run(0.048)
+    ticks = [line.split("tick ", 1)[1].split()[0] for line in first.splitlines() if " tick " in f" {line}"]
+    assert ticks == ["1", "2", "3"], first[-3000:]
+    assert "gan3d: new run" in first and f"gan3d: run {tmp_path / 'console'}" in first
+    assert "TrainingReport(" not in first and "Requesting resources" not in first
+    assert first.count("gan3d: 1 worker(s) on 1 node(s)") == 1
+    second = run(0.064)
+    ticks = [line.split("tick ", 1)[1].split()[0] for line in second.splitlines() if " tick " in f" {line}"]
+    assert ticks == ["4"], second[-3000:]
+    assert "gan3d: resuming from checkpoint_" in second and "at kimg 0.048 (patch beta" in second
+
+
 def test_invalid_config_or_missing_dataset_fails_before_ray(tmp_path):
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "dataset.path=/no/such.zip",

@@ -41,8 +41,22 @@ def train_loop_per_worker(config: dict) -> None:
     from gan3d.training.session import RaySession
 
     cfg = config_mod.from_dict(config["cfg"])
+    if not config.get("verbose"):
+        _quiet_report_lines()
     session = RaySession(config["run_name"], progress_bar=config.get("progress_bar", False))
     training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"], config.get("storage_uri"))
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train V2 logs every report (a full TrainingReport dump) at INFO on a logger named after its source
+    file, which the workers' root console handler shows; gan3d's tick line already says it."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
@@ -80,13 +94,36 @@ def check_batch(cfg: ExperimentConfig, workers: int) -> None:
                           f"per-worker batch {per_worker} (training.batch / workers)")
 
 
-def _ensure_ray(address: Optional[str]) -> None:
+def quiet_ray(local: bool) -> None:
+    """Keep Ray's and Ray Train's own INFO lines off the console (they stay in Ray's session logs): Train's
+    print patch would tee every worker print to stderr a second time; a local single-machine run has no
+    node preemption to watch for (its watcher logs an error-level line at start); Ray's notice that it uses
+    the token it found is dropped (its warning when auth is *off* still shows)."""
+    import logging
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if local:
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+        class _TokenOnNotice(logging.Filter):
+            def filter(self, record):
+                return "Token authentication is enabled" not in record.getMessage()
+
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenOnNotice())
+
+
+def _ensure_ray(address: Optional[str], verbose: bool = False) -> None:
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    if not verbose:
+        quiet_ray(local=not address)
     env = storage_env()
     ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True,
+             logging_level=logging.INFO if verbose else logging.WARNING,
              runtime_env={"env_vars": env} if env else None)
 
 
@@ -104,7 +141,9 @@ def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=N
 def worker_env(cfg: ExperimentConfig) -> dict:
     from gan3d.track.wandb_run import resolve_mode
 
-    env = {"WANDB_MODE": resolve_mode(cfg.logging), "PYTHONUNBUFFERED": "1"}
+    env = {"WANDB_MODE": resolve_mode(cfg.logging), "PYTHONUNBUFFERED": "1",
+           # prints reach the console once, through Ray's log forwarding (Train's patch would tee them to stderr)
+           "RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")}
     for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_API_KEY", "WANDB_DIR"):
         if os.environ.get(key):
             env[key] = os.environ[key]
@@ -129,10 +168,10 @@ def ranking_metric(cfg: ExperimentConfig) -> Optional[str]:
 
 
 def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callbacks=(), env: Optional[dict] = None,
-                 local_dir: Optional[Path] = None):
+                 local_dir: Optional[Path] = None, verbose: bool = False):
     """The TorchTrainer of one run: run dir = storage / cfg.run.name (Train's checkpoints beside ours). With a
     URI storage, gan3d's files go to local_dir on rank 0's node and are mirrored to the URI."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     metric = ranking_metric(cfg)
@@ -143,7 +182,7 @@ def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callb
         train_loop_per_worker,
         train_loop_config={"cfg": config_mod.to_dict(cfg), "run_dir": str(run_dir), "dataset": dataset,
                            "run_name": cfg.run.name, "run_id": _run_id(Path(uri or run_dir)),
-                           "storage_uri": uri, "progress_bar": sys.stderr.isatty()},
+                           "storage_uri": uri, "progress_bar": sys.stderr.isatty(), "verbose": verbose},
         scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=gpus > 0,
                                      placement_strategy=cfg.run.placement_strategy,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker,
@@ -154,13 +193,16 @@ def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callb
                                                checkpoint_score_attribute=metric,
                                                checkpoint_score_order="min" if metric else "max"),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
             worker_runtime_env={"env_vars": env or worker_env(cfg)}),
     )
 
 
 def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker: Optional[float] = None,
-          address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None) -> RunResult:
-    """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster)."""
+          address: Optional[str] = None, out: Optional[str] = None, name: Optional[str] = None,
+          verbose: bool = False, header: bool = False) -> RunResult:
+    """Train one run on Ray Train (an embedded local Ray unless `address` names a cluster). `verbose` lets
+    Ray's and Ray Train's INFO lines through; `header` prints what is about to run (the CLI's console)."""
     cfg = resolve_run(cfg, workers, gpus_per_worker, out, name)
     storage = cfg.run.storage_path
     uri = join(storage, cfg.run.name) if is_uri(storage) else None
@@ -168,15 +210,18 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     run_dir = out_dir / cfg.run.name  # with a URI: the local working dir; the run lives at the URI
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
+    if header:
+        for line in header_lines(cfg, uri or run_dir, dataset):
+            print(line, flush=True)
     if uri:
         RunMirror(run_dir, uri).pull([MetricsStore.FILE, "workers.jsonl"])  # the store's, not stale local copies
         dataset = share_local_dataset(dataset, run_dir, uri)
 
     import ray
 
-    _ensure_ray(address)
+    _ensure_ray(address, verbose)
     stop_flag = _stop_flag(cfg.run.name)
-    trainer = make_trainer(cfg, storage if uri else out_dir, dataset, local_dir=run_dir)
+    trainer = make_trainer(cfg, storage if uri else out_dir, dataset, local_dir=run_dir, verbose=verbose)
     previous = _install_stop_handlers(stop_flag)
     try:
         result = trainer.fit()
@@ -184,6 +229,24 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
         _restore_handlers(previous)
         ray.kill(stop_flag)
     return _run_result(result, uri or run_dir, ranking_metric(cfg))
+
+
+def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> list[str]:
+    """The console header of a run: where it lives, what it reads, what it runs on, how big the networks are."""
+    from gan3d.data import open_dataset
+    from gan3d.nn import build_discriminator, build_generator, count_parameters
+    from gan3d.training.loop import needs_poses
+
+    d, r = cfg.dataset, cfg.run
+    ds = open_dataset(dataset, d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)
+    poses = "yes" if getattr(ds, "has_poses", False) else "no"
+    device = f"{r.gpus_per_worker:g} GPU" if r.gpus_per_worker > 0 else f"{r.cpus_per_worker:g} CPU"
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    return [f"gan3d: run {run_dir}",
+            f"gan3d: dataset {dataset}: {len(ds)} images, {d.resolution}px, poses {poses}",
+            f"gan3d: {r.workers} worker(s) x {device}; G {count_parameters(G) / 1e6:.2f}M, "
+            f"D {count_parameters(D) / 1e6:.2f}M parameters; {cfg.training.kimg:g} kimg, "
+            f"batch {cfg.training.batch}"]
 
 
 def _run_id(run_dir: Path) -> str:

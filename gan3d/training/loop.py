@@ -119,6 +119,16 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     if mirror is not None:  # a restart on another node continues the run's table and placement log
         mirror.pull([MetricsStore.FILE, "workers.jsonl"])
     record_placement(session, run_dir, counters.kimg)
+    if rank == 0:
+        schedules_now = (f"patch beta {schedules.patch_beta(counters.kimg, t.patch):.4g}, "
+                         f"ADA p {float(augment.p):.3g}")
+        if latest is not None:
+            print(f"gan3d: resuming from {latest.path.name} at kimg {counters.kimg:.3f} ({schedules_now})", flush=True)
+        elif t.resume:
+            print(f"gan3d: starting from {t.resume}{' (G only)' if t.resume_only_G else ''} at kimg "
+                  f"{counters.kimg:.3f} ({schedules_now})", flush=True)
+        else:
+            print("gan3d: new run", flush=True)
 
     # Logging (rank 0 only).
     cfg_dict = config_mod.to_dict(cfg)

@@ -86,7 +86,9 @@ class RaySession:
         if ckpt is None:
             return None
         with ckpt.as_directory() as d:  # read fully while the directory exists
-            return read_checkpoint(d)
+            loaded = read_checkpoint(d)
+        loaded.path = Path(ckpt.path)  # where it lives, for the resume line (not the temporary copy)
+        return loaded
 
     def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None) -> None:
         import ray.train
