@@ -25,20 +25,9 @@ def sweep(spec, overrides=(), **kwargs):
 
 
 def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multiplier: float = 1.0):
-    """G_ema (or G) from a checkpoint directory, in eval mode; ray_step_multiplier scales the samples per ray."""
-    from gan3d import config as config_mod
-    from gan3d.nn import build_generator
-    from gan3d.training.checkpoint import load_modules, read_checkpoint
-
-    ckpt = read_checkpoint(checkpoint)
-    cfg = ckpt.cfg
-    if ray_step_multiplier != 1.0:
-        r = cfg.model.generator.render
-        cfg = config_mod.set_values(cfg, {"model.generator.render.num_coarse": max(2, round(r.num_coarse * ray_step_multiplier)),
-                                          "model.generator.render.num_fine": round(r.num_fine * ray_step_multiplier)})
-    G = build_generator(cfg)
-    load_modules(ckpt, {"G_ema" if ema else "G": G})
-    return G.eval().requires_grad_(False).to(device)
+    """G_ema (or G) from a checkpoint directory, in eval mode; see gan3d.training.checkpoint.load_generator."""
+    from gan3d.training.checkpoint import load_generator as _load
+    return _load(checkpoint, device, ema, ray_step_multiplier)
 
 
 def export_mesh(G, seed: int, out, resolution: int = 128, cube_size=None, level=None):

@@ -98,6 +98,8 @@ def _peak_gb(device: torch.device) -> float:
 
 def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
     torch.manual_seed(0)
+    if device.type == "cuda":  # as the training loop runs
+        torch.backends.cudnn.benchmark = True
     G = build_generator(cfg).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     t = cfg.training

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (also automatic on rerun)")
     p.add_argument("--out", help="output root; the sweep dir is OUT/NAME (default: the sweep's 'out')")
+    p.add_argument("--verbose", action="store_true", help="also show Tune's tables, the trials' ticks and Ray's logs")
 
     p = sub.add_parser("bench", help="throughput and memory of a config on this hardware")
     _experiment_args(p)
@@ -174,7 +175,7 @@ def _sweep(args) -> int:
     from gan3d.orchestrate.sweep import sweep
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    res = sweep(args.sweep, overrides, address=args.address, resume=args.resume)
+    res = sweep(args.sweep, overrides, address=args.address, resume=args.resume, verbose=args.verbose)
     if res.trials is not None:
         cols = [c for c in res.trials.columns if c.startswith(("config/", "best/")) or c in ("trial_id", "status", "kimg")]
         print(res.trials[cols].to_string(index=False))
@@ -224,14 +225,13 @@ def _eval(args) -> int:
 
 
 def _render(args) -> int:
-    import gan3d
-    from gan3d.evaluate import best_checkpoint
+    from gan3d.training.checkpoint import best_checkpoint, load_generator
     from gan3d.visualize import VIS, parse_seeds, render
 
     if args.vis not in VIS:  # fail before loading anything
         raise ConfigError(f"--vis {args.vis!r}: expected one of {', '.join(VIS)}")
     ckpt, _ = best_checkpoint(args.checkpoint)
-    G = gan3d.load_generator(ckpt, ray_step_multiplier=args.ray_step_multiplier)
+    G = load_generator(ckpt, ray_step_multiplier=args.ray_step_multiplier)
     files = render(G, args.vis, parse_seeds(args.seeds), args.out, args.camera, args.truncation_psi, args.resolution,
                    args.frames, args.fps, args.grid_resolution, args.cube_size)
     for f in files:
@@ -240,7 +240,7 @@ def _render(args) -> int:
 
 
 def _report(args) -> int:
-    from gan3d.track.report import wandb_report, write_html
+    from gan3d.report import wandb_report, write_html
 
     out = write_html(args.paths, args.out, args.metric)
     print(f"gan3d: wrote {out}")

@@ -169,13 +169,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    name: str = ""  # '' = the experiment file's stem
-    out: str = "runs"
-    storage_path: str = ""  # "" = out; a shared path or a URI (s3://, gs://) every node can reach
+class WorkerResources:
+    """What one training run asks of the cluster (a run's `run.*` keys, a sweep trial's `resources.*`)."""
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunSettings(WorkerResources):
+    name: str = ""  # '' = the experiment file's stem
+    out: str = "runs"
+    storage_path: str = ""  # "" = out; a shared path or a URI (s3://, gs://) every node can reach
     max_failures: int = 3
     num_to_keep: int = 2
     placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (Ray placement groups)
@@ -198,6 +203,12 @@ METRICS = ("fid2k_full", "fid50k_full", "kid2k_full", "kid50k_full", "swd")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")  # object stores pyarrow opens (gan3d.storage)
 
 
+def uri_scheme(path) -> str:
+    """'s3' for s3://bucket/x, 'file' for file:///x, '' for a plain local path (the one test of "is this a URI")."""
+    s = str(path)
+    return s.split("://", 1)[0] if "://" in s else ""
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 def _valid_keys(schema: Any, dotted: str) -> list[str]:
@@ -209,12 +220,14 @@ def _valid_keys(schema: Any, dotted: str) -> list[str]:
     return sorted(f.name for f in fields(node)) if is_dataclass(node) else []
 
 
-def _merge(base, other, source: str):
+def merge(base, other, source: str, schema: Any = None):
+    """OmegaConf.merge with errors as one ConfigError line naming the source, the key and the valid keys of
+    `schema` (a dataclass instance; default: the experiment schema). Sweep files use it too."""
     try:
         return OmegaConf.merge(base, other)
     except ConfigKeyError as e:
         key = e.full_key or "?"
-        valid = ", ".join(_valid_keys(ExperimentConfig(), key))
+        valid = ", ".join(_valid_keys(ExperimentConfig() if schema is None else schema, key))
         raise ConfigError(f"{source}: unknown key '{key}'; valid keys here: {valid}") from None
     except ValidationError as e:
         raise ConfigError(f"{source}: key '{e.full_key}': {str(e).splitlines()[0]}") from None
@@ -222,20 +235,27 @@ def _merge(base, other, source: str):
         raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
 
 
+_merge = merge
+
+
+def read_yaml(path: str | Path, what: str = "experiment"):
+    """A YAML file as an OmegaConf node, or one ConfigError line (missing file, syntax error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # YAML syntax errors come from several libraries
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Defaults <- YAML file <- dotted `key=value` overrides, validated, as frozen dataclasses."""
     cfg = OmegaConf.structured(ExperimentConfig)
     name = ""
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: experiment file not found")
-        try:
-            data = OmegaConf.load(path)
-        except Exception as e:  # YAML syntax errors come from several libraries
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        cfg = _merge(cfg, data, str(path))
-        name = path.stem
+        cfg = _merge(cfg, read_yaml(path), str(path))
+        name = Path(path).stem
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. training.gamma=0.1")
@@ -385,5 +405,5 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.run.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "run.placement_strategy",
          cfg.run.placement_strategy, "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
     sp = cfg.run.storage_path
-    need(not sp or "://" not in sp or sp.split("://")[0] in ("file", *STORAGE_SCHEMES),
+    need(uri_scheme(sp) in ("", "file", *STORAGE_SCHEMES),
          "run.storage_path", sp, "a local or shared path, file://, or an object-store URI (s3://, gs://, hdfs://, abfs://)")

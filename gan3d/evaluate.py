@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 import torch
 
 from gan3d.config import METRICS
-from gan3d.errors import CheckpointError, ConfigError, DatasetError
-from gan3d.training.checkpoint import META, STATE, read_checkpoint
+from gan3d.errors import ConfigError, DatasetError
+from gan3d.training.checkpoint import META, best_checkpoint, load_generator, read_checkpoint
 
 
 @dataclass
@@ -31,36 +31,6 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """gan3d checkpoints of a run: Ray Train's checkpoint_* dirs, or a direct run's checkpoints/checkpoint_*."""
-    found = [p for pattern in ("checkpoint_*", "checkpoints/checkpoint_*") for p in run_dir.glob(pattern)
-             if p.is_dir() and (p / META).is_file() and (p / STATE).is_file()]
-    return sorted(found, key=lambda p: json.loads((p / META).read_text())["cur_nimg"])
-
-
-def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Path, Optional[str]]:
-    """A checkpoint dir as is; a run dir -> its best checkpoint by `metric` (default: the run's FID if it
-    logged one, else SWD), or its latest when no checkpoint carries the metric. A URI is downloaded first."""
-    from gan3d.storage import resolve_local
-
-    path = resolve_local(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such run directory or checkpoint")
-    if (path / META).is_file() or (path / STATE).is_file():
-        return path, metric
-    ckpts = list_checkpoints(path)
-    if not ckpts:
-        raise CheckpointError(f"{path}: no gan3d checkpoints in this run directory (expected checkpoint_*/ "
-                              f"with {STATE} and {META})")
-    metas = [json.loads((p / META).read_text()).get("metrics", {}) for p in ckpts]
-    if metric is None:
-        seen = {k for m in metas for k in m}
-        metric = next((m for m in ("fid50k_full", "fid2k_full", "swd") if m in seen), None)
-    scored = [(m[metric], p) for m, p in zip(metas, ckpts) if metric and m.get(metric) is not None
-              and math.isfinite(m[metric])]
-    return (min(scored)[1] if scored else ckpts[-1]), metric
-
-
 def ray_generator(ckpt_dir: Path, workers: int, cfg):
     """generate_fn for metrics.evaluate that splits the images over `workers` Ray tasks (each loads G_ema)."""
     import ray
@@ -69,8 +39,7 @@ def ray_generator(ckpt_dir: Path, workers: int, cfg):
 
     @ray.remote(num_cpus=1)
     def chunk(count: int, seed: int) -> torch.Tensor:
-        import gan3d
-        return generate(gan3d.load_generator(ckpt_dir), count, cfg, "cpu", seed=seed)
+        return generate(load_generator(ckpt_dir), count, cfg, "cpu", seed=seed)
 
     def generate_fn(n: int, seed: int) -> torch.Tensor:
         if not ray.is_initialized():
@@ -83,7 +52,6 @@ def ray_generator(ckpt_dir: Path, workers: int, cfg):
 
 def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] = None, mirror: Optional[bool] = None,
                  num_fakes: Optional[int] = None, workers: int = 1, device: str = "cpu") -> EvalResult:
-    import gan3d
     from gan3d import metrics as metrics_mod
     from gan3d.data import open_dataset
     from gan3d.storage import is_uri, join, resolve_local, upload
@@ -98,7 +66,7 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     if not data:
         raise DatasetError(f"{ckpt_dir}: the checkpoint does not say which dataset it was trained on; pass --data PATH")
     dataset = open_dataset(data, cfg.dataset.resolution, cfg.dataset.mirror if mirror is None else mirror)
-    G = gan3d.load_generator(ckpt_dir, device=device)
+    G = load_generator(ckpt_dir, device=device)
     angles = torch.as_tensor(dataset.all_angles()) if getattr(dataset, "has_poses", False) and hasattr(dataset, "all_angles") else None
     values, protocols = metrics_mod.evaluate(G, dataset, cfg, list(metrics), device, num_fakes=num_fakes,
                                              seed=cfg.training.seed, dataset_id=str(data), angles_pool=angles,

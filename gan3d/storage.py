@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 
 import pyarrow.fs as pafs
 
+from gan3d.config import uri_scheme
 from gan3d.errors import Gan3dError
 
 CACHE = Path(os.environ.get("GAN3D_CACHE", "~/.cache/gan3d")).expanduser()
@@ -23,7 +24,7 @@ CACHE = Path(os.environ.get("GAN3D_CACHE", "~/.cache/gan3d")).expanduser()
 
 def is_uri(path) -> bool:
     """An object-store URI (file:// is a local path)."""
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+    return isinstance(path, str) and uri_scheme(path) not in ("", "file")
 
 
 def join(uri: str, *parts: str) -> str:
@@ -42,12 +43,15 @@ def upload(local_file: str | Path, uri: str) -> str:
     return uri
 
 
-def filesystem(uri: str):
-    """(pyarrow filesystem, path inside it) for a URI, with a clear error when it cannot be reached."""
+def filesystem(path: str | Path, error: type[Gan3dError] = Gan3dError):
+    """(pyarrow filesystem, path inside it) for a URI or a local path, with a clear `error` when it cannot be
+    reached."""
+    if not uri_scheme(path):
+        return pafs.LocalFileSystem(), str(Path(path).resolve())
     try:
-        return pafs.FileSystem.from_uri(uri)
+        return pafs.FileSystem.from_uri(str(path))
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError depending on the scheme
-        raise Gan3dError(f"{uri}: cannot open this storage URI ({type(e).__name__}: {str(e)[:200]})") from None
+        raise error(f"{path}: cannot open this storage URI ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _files(fs, root: str) -> dict[str, tuple[int, int]]:

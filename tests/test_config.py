@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from gan3d.config import load_config, to_dict, from_dict
@@ -27,7 +29,7 @@ def test_overrides_apply_with_types():
 
 def test_config_is_frozen():
     cfg = load_config(SMOKE)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.training.gamma = 1.0
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from gan3d.data import ImageDataset, mirror_angles, open_dataset
 from gan3d.data.convert import convert, eg3d_to_angles
-from gan3d.data.dataset import epoch_order
+from gan3d.data.order import epoch_order
 from gan3d.data.parquet import ParquetDataset
 from gan3d.data.validate import validate
 from gan3d.errors import DatasetError

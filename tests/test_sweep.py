@@ -44,7 +44,7 @@ def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session,
     tags = run_info(find_run_file(res.best_run_dir))["tags"]
     assert any(t.startswith("gamma=") for t in tags)
     # the comparison report of the sweep: table of the 4 trials, metric vs each swept knob, parallel coordinates
-    from gan3d.track.report import write_html
+    from gan3d.report import write_html
     page = write_html([res.sweep_dir], tmp_path / "sweep.html").read_text()
     for needle in ("final swd vs training.gamma", "final swd vs training.patch.beta_end", "parallel coordinates",
                    "swept:training.gamma"):
@@ -52,7 +52,7 @@ def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session,
     assert page.count("<tr") == 5 and page.count("alt='samples ") == 4  # header + 4 trials
 
 
-def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, tmp_path):
+def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, tmp_path, capsys):
     path = write_sweep(tmp_path, "asha", max_concurrent_trials=1,
                        space={"model.generator.render.white_back": {"grid": [True, False, False]}},
                        scheduler={"kind": "asha", "grace_period_kimg": 0.016, "reduction_factor": 2})
@@ -63,6 +63,12 @@ def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, t
     bad = df[df["config/model.generator.render.white_back"] == False]  # noqa: E712
     assert good["kimg"].iloc[0] == pytest.approx(0.096)
     assert (bad["kimg"] < 0.096 - 1e-9).any(), df[["trial_id", "kimg", "best/swd"]]
+    # the console: one start line and one end line per trial, saying which the scheduler stopped
+    out = capsys.readouterr().out
+    for tid in df["trial_id"]:
+        assert out.count(f"gan3d: trial {tid} started: white_back=") == 1, out[-2000:]
+        assert out.count(f"gan3d: trial {tid} finished at kimg") + out.count(f"gan3d: trial {tid} stopped by") == 1
+    assert "stopped by the scheduler" in out and "finished at kimg 0.096" in out
 
 
 def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):

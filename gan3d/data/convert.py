@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from gan3d.data.archive import META_FILE, Archive, check_references, decode_image, parse_metadata
-from gan3d.data.dataset import yaw_center_of
+from gan3d.data.poses import yaw_center_of
 from gan3d.data.parquet import RESIZE_FILTERS, encode_png, write_shards
 from gan3d.errors import DatasetError
 from gan3d.render.cameras import angles_from_cam2world

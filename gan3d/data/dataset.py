@@ -6,7 +6,6 @@ with x-flipped images whose yaw is reflected about the dataset's centre yaw (and
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -14,31 +13,9 @@ import numpy as np
 import torch
 
 from gan3d.data.archive import Archive, check_references, decode_image, image_header, parse_metadata
+from gan3d.data.order import epoch_order
+from gan3d.data.poses import mirror_angles, yaw_center_of
 from gan3d.errors import DatasetError
-
-
-def mirror_angles(angles: np.ndarray, yaw_center: float) -> np.ndarray:
-    """x-flip of the image = reflection of the world through the plane of the centre view:
-    yaw -> 2 * centre - yaw (wrapped to [-pi, pi]), roll -> -roll, pitch unchanged."""
-    out = np.array(angles, dtype=np.float32, copy=True)
-    out[..., 0] = (2 * yaw_center - out[..., 0] + math.pi) % (2 * math.pi) - math.pi
-    out[..., 2] = -out[..., 2]
-    return out
-
-
-def yaw_center_of(angles: Optional[np.ndarray]) -> float:
-    """The dataset's centre yaw: the circular mean of its yaws snapped to a multiple of pi/2
-    (GRAM-style poses centre on pi/2 in this convention, some tools on 0)."""
-    if angles is None or len(angles) == 0:
-        return math.pi / 2
-    mean = math.atan2(np.sin(angles[:, 0]).mean(), np.cos(angles[:, 0]).mean())
-    return round(mean / (math.pi / 2)) * (math.pi / 2)
-
-
-def epoch_order(num_units: int, epoch: int, seed: int, rank: int, world: int) -> np.ndarray:
-    """This rank's units for an epoch: a seeded permutation split [rank::world] (disjoint, covering)."""
-    perm = np.random.default_rng([seed, epoch]).permutation(num_units)
-    return perm[rank::world]
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -21,8 +21,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from gan3d.data.archive import decode_image
-from gan3d.data.dataset import epoch_order, mirror_angles
+from gan3d.data.order import epoch_order
+from gan3d.data.poses import mirror_angles
+from gan3d.config import uri_scheme
 from gan3d.errors import DatasetError
+from gan3d.storage import filesystem
 
 COLUMNS = ("image", "yaw", "pitch", "roll", "label", "path")
 SCHEMA = pa.schema([("image", pa.binary()), ("yaw", pa.float32()), ("pitch", pa.float32()), ("roll", pa.float32()),
@@ -32,19 +35,14 @@ RESIZE_FILTERS = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear"
 
 def is_parquet(path: str) -> bool:
     s = str(path)
-    if "://" in s:
+    if uri_scheme(s):
         return not s.endswith(".zip")  # a zip at a URI is downloaded and read as a zip
     p = Path(s)
     return p.suffix == ".parquet" or (p.is_dir() and any(p.glob("*.parquet")))
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in str(path):
-        try:
-            return pafs.FileSystem.from_uri(str(path))
-        except Exception as e:
-            raise DatasetError(f"{path}: cannot open this filesystem URI ({e})") from None
-    return pafs.LocalFileSystem(), str(Path(path).resolve())
+    return filesystem(path, DatasetError)
 
 
 def list_shards(path: str) -> tuple[pafs.FileSystem, list[str]]:

@@ -44,7 +44,8 @@ def train_loop_per_worker(config: dict) -> None:
     if not config.get("verbose"):
         _quiet_report_lines()
     session = RaySession(config["run_name"], progress_bar=config.get("progress_bar", False))
-    training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"], config.get("storage_uri"))
+    training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"], config.get("storage_uri"),
+                  console=config.get("console", True))
 
 
 def _quiet_report_lines() -> None:
@@ -70,7 +71,7 @@ def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
         if not path.exists():
             make_synthetic(path, d.synthetic_size, d.resolution, d.camera, d.synthetic_kind, seed=cfg.training.seed)
     else:
-        path = d.path if "://" in d.path else Path(d.path).expanduser().resolve()
+        path = d.path if config_mod.uri_scheme(d.path) else Path(d.path).expanduser().resolve()
     open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)  # fail fast
     return str(path)
 
@@ -112,19 +113,33 @@ def quiet_ray(local: bool) -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenOnNotice())
 
 
-def _ensure_ray(address: Optional[str], verbose: bool = False) -> None:
+def _ensure_ray(address: Optional[str], verbose: bool = False) -> Optional[Path]:
+    """Start (or join) Ray unless this process already has; returns Ray's log directory when it started it."""
     import logging
 
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     if not verbose:
         quiet_ray(local=not address)
     env = storage_env()
-    ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True,
-             logging_level=logging.INFO if verbose else logging.WARNING,
-             runtime_env={"env_vars": env} if env else None)
+    ctx = ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True,
+                   logging_level=logging.INFO if verbose else logging.WARNING,
+                   runtime_env={"env_vars": env} if env else None)
+    session = ctx.address_info.get("session_dir")
+    return Path(session) / "logs" if session else None
+
+
+def link_ray_logs(run_dir: Path, logs: Optional[Path]) -> Optional[Path]:
+    """run_dir/ray_logs -> this Ray session's log directory (Ray's and Ray Train's own lines live there)."""
+    if logs is None:
+        return None
+    link = run_dir / "ray_logs"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(logs, target_is_directory=True)
+    return link
 
 
 def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=None, name=None) -> ExperimentConfig:
@@ -168,7 +183,7 @@ def ranking_metric(cfg: ExperimentConfig) -> Optional[str]:
 
 
 def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callbacks=(), env: Optional[dict] = None,
-                 local_dir: Optional[Path] = None, verbose: bool = False):
+                 local_dir: Optional[Path] = None, verbose: bool = False, console: bool = True):
     """The TorchTrainer of one run: run dir = storage / cfg.run.name (Train's checkpoints beside ours). With a
     URI storage, gan3d's files go to local_dir on rank 0's node and are mirrored to the URI."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -182,7 +197,8 @@ def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callb
         train_loop_per_worker,
         train_loop_config={"cfg": config_mod.to_dict(cfg), "run_dir": str(run_dir), "dataset": dataset,
                            "run_name": cfg.run.name, "run_id": _run_id(Path(uri or run_dir)),
-                           "storage_uri": uri, "progress_bar": sys.stderr.isatty(), "verbose": verbose},
+                           "storage_uri": uri, "progress_bar": sys.stderr.isatty() and console, "verbose": verbose,
+                           "console": console},
         scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=gpus > 0,
                                      placement_strategy=cfg.run.placement_strategy,
                                      resources_per_worker={"CPU": cfg.run.cpus_per_worker,
@@ -219,7 +235,9 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
 
     import ray
 
-    _ensure_ray(address, verbose)
+    link = link_ray_logs(run_dir, _ensure_ray(address, verbose))
+    if header and link is not None and not verbose:
+        print(f"gan3d: Ray's own log lines: {link} (--verbose shows them here)", flush=True)
     stop_flag = _stop_flag(cfg.run.name)
     trainer = make_trainer(cfg, storage if uri else out_dir, dataset, local_dir=run_dir, verbose=verbose)
     previous = _install_stop_handlers(stop_flag)

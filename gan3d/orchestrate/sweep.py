@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
@@ -33,6 +32,7 @@ from gan3d.errors import Gan3dError
 from gan3d.orchestrate import sweep_spec
 from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
 from gan3d.storage import CACHE, RunMirror, download, is_uri, join, upload, with_scheme
+from gan3d.track.store import write_rows
 
 MARKER = "gan3d_trial.json"
 TRIALS = "trials.parquet"
@@ -74,7 +74,7 @@ def _forward_callback(queue):
 
 
 def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: str, group: str,
-              tune_checkpoints: bool) -> None:
+              tune_checkpoints: bool, verbose: bool = False) -> None:
     """The Tune function trainable: one Ray Train run with this trial's hyperparameters. With
     `tune_checkpoints` (PBT / PB2) every Train checkpoint is also handed to Tune, for exploits."""
     from ray.util.queue import Empty, Queue
@@ -114,7 +114,8 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
 
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = make_trainer(cfg, join(uri, "runs") if uri else sweep_dir / "runs", dataset,
-                           callbacks=[_forward_callback(queue)], local_dir=sweep_dir / "runs" / run_name)
+                           callbacks=[_forward_callback(queue)], local_dir=sweep_dir / "runs" / run_name,
+                           verbose=verbose, console=verbose)
     outcome: dict = {}
 
     def fit():
@@ -187,13 +188,7 @@ class TrialsTable(tune.Callback):
         self._flush()
 
     def _flush(self) -> None:
-        keys: list[str] = []
-        for r in self.rows.values():
-            keys += [k for k in r if k not in keys]
-        table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in self.rows.values()])
-        tmp = self.path.with_name(f".{TRIALS}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.path)
+        write_rows(list(self.rows.values()), self.path)
         if self.uri:
             upload(self.path, join(self.uri, TRIALS))
 
@@ -207,8 +202,54 @@ class TrialsTable(tune.Callback):
         self._update(trial, status="ERROR")
 
 
-def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume: bool = False) -> SweepResult:
-    """Run (or continue) a sweep; `spec` is a parsed Sweep or a sweep YAML path."""
+class SweepConsole(tune.Callback):
+    """The sweep's console: a line when a trial starts, a compact table of the trials every `every_s` seconds,
+    one line per finished, stopped or failed trial. (Tune's own tables and the trials' tick lines stay off.)"""
+
+    def __init__(self, metric: str, mode: str, target_kimg: float, every_s: float = 30.0):
+        self.metric, self.mode, self.target, self.every_s = metric, mode, target_kimg, every_s
+        self.last: dict[str, dict] = {}
+        self._printed = 0.0
+
+    def _params(self, trial) -> str:
+        return " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                        for k, v in sorted(trial.config.items()))
+
+    def _value(self, trial) -> str:
+        v = self.last.get(trial.trial_id, {}).get(self.metric)
+        return f"{self.metric} {v:.4g}" if v is not None else f"{self.metric} -"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        print(f"gan3d: trial {trial.trial_id} started: {self._params(trial)}", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.last.setdefault(trial.trial_id, {}).update(
+            {k: result[k] for k in ("kimg", self.metric) if result.get(k) is not None})
+
+    def on_step_end(self, iteration, trials, **info):
+        import time
+
+        if time.time() - self._printed < self.every_s or not any(t.status == "RUNNING" for t in trials):
+            return
+        self._printed = time.time()
+        lines = [f"  {t.trial_id:<14} {t.status:<10} kimg {self.last.get(t.trial_id, {}).get('kimg', 0):<8.3f} "
+                 f"{self._value(t):<18} {self._params(t)}" for t in trials]
+        print("gan3d: trials\n" + "\n".join(lines), flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        kimg = self.last.get(trial.trial_id, {}).get("kimg", 0.0)
+        how = "finished" if kimg >= self.target - 1e-9 else "stopped by the scheduler"
+        print(f"gan3d: trial {trial.trial_id} {how} at kimg {kimg:.3f}: {self._value(trial)}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"gan3d: trial {trial.trial_id} FAILED at kimg {self.last.get(trial.trial_id, {}).get('kimg', 0.0):.3f}; "
+              f"its run is under runs/{trial.trial_id}* and Ray's logs say why", flush=True)
+
+
+def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume: bool = False,
+          verbose: bool = False) -> SweepResult:
+    """Run (or continue) a sweep; `spec` is a parsed Sweep or a sweep YAML path. `verbose` shows Tune's own
+    tables and every trial's tick lines besides gan3d's trial table."""
     import ray
 
     from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset, share_local_dataset
@@ -224,7 +265,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})
     dataset = share_local_dataset(prepare_dataset(base, sweep_dir), sweep_dir, uri)
-    _ensure_ray(address)
+    _ensure_ray(address, verbose)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
     # exploit another's checkpoint after that trial has moved on (Tune's num_to_keep deleted them under PBT).
@@ -232,7 +273,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     population_based = s.scheduler.kind in ("pbt", "pb2")
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config_mod.to_dict(base), sweep_dir=uri or str(sweep_dir), dataset=dataset,
-                             metric=metric, group=s.name, tune_checkpoints=population_based),
+                             metric=metric, group=s.name, tune_checkpoints=population_based, verbose=verbose),
         {"cpu": 0.01})  # the trial driver only waits; its Train workers hold the real resources
     state = uri or str(sweep_dir)  # where Tune keeps the experiment state (tuner.pkl, trial records)
     if (resume or uri or (sweep_dir / "tuner.pkl").exists()) and tune.Tuner.can_restore(state):
@@ -246,8 +287,10 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
                                         max_concurrent_trials=min(s.max_concurrent_trials or fit, fit),
                                         reuse_actors=False),
             run_config=tune.RunConfig(name=s.name, storage_path=str(out),
-                                      callbacks=[TrialsTable(str(sweep_dir / TRIALS), metric, s.mode, uri)],
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=None), verbose=1))
+                                      callbacks=[TrialsTable(str(sweep_dir / TRIALS), metric, s.mode, uri),
+                                                 SweepConsole(metric, s.mode, base.training.kimg)],
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                                      verbose=1 if verbose else 0))
     results = tuner.fit()
     return _sweep_result(results, sweep_dir, metric, s.mode, uri)
 
@@ -263,7 +306,7 @@ def _sweep_result(results, sweep_dir: Path, metric: str, mode: str, uri: Optiona
         if best.checkpoint is not None:  # PBT / PB2 sweeps hand Tune their checkpoints
             best_ckpt = with_scheme(best.checkpoint.path, uri) if uri else Path(best.checkpoint.path)
         elif best_run is not None:
-            from gan3d.evaluate import best_checkpoint
+            from gan3d.training.checkpoint import best_checkpoint
             best_ckpt = best_checkpoint(best_run, metric)[0]
     except (RuntimeError, ValueError, KeyError, Gan3dError):
         pass  # no trial reported the metric, or no checkpoint was written

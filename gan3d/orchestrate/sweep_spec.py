@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 
 from gan3d import config as config_mod
-from gan3d.config import ExperimentConfig
+from gan3d.config import ExperimentConfig, WorkerResources
 from gan3d.errors import ConfigError
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
@@ -34,13 +34,6 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
-class TrialResources:
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-
-
-@dataclass(frozen=True)
 class SweepSettings:
     name: str = ""  # '' = the sweep file's stem
     experiment: str = ""  # path, relative to the sweep file
@@ -52,7 +45,7 @@ class SweepSettings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     search: str = "random"
     seed: int = 0
-    resources: TrialResources = field(default_factory=TrialResources)
+    resources: WorkerResources = field(default_factory=WorkerResources)
     max_concurrent_trials: int = 0  # 0 = as many as the cluster fits
     out: str = "sweeps"
 
@@ -70,25 +63,13 @@ SWEEP_KEYS = tuple(f.name for f in fields(SweepSettings))
 
 
 def _merge(base, other, source: str):
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
-    try:
-        return OmegaConf.merge(base, other)
-    except ConfigKeyError as e:
-        raise ConfigError(f"{source}: unknown sweep key '{e.full_key}'; valid keys: {', '.join(SWEEP_KEYS)}") from None
-    except (ValidationError, OmegaConfBaseException) as e:
-        raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
+    return config_mod.merge(base, other, source, schema=SweepSettings())
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     """Sweep file <- overrides: keys of the sweep schema go to the sweep, others to the base experiment."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        data = OmegaConf.load(path)
-    except Exception as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    settings = _merge(OmegaConf.structured(SweepSettings), data, str(path))
+    settings = _merge(OmegaConf.structured(SweepSettings), config_mod.read_yaml(path, "sweep"), str(path))
     experiment_overrides = []
     for item in overrides:
         key = item.split("=", 1)[0]

@@ -28,13 +28,19 @@ class MetricsStore:
         self.flush()
 
     def flush(self) -> None:
-        keys: list[str] = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in self.rows])
-        tmp = self.path.with_name(f".{FILE}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.path)
+        write_rows(self.rows, self.path)
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """Rows (keys may differ between rows: the union, in first-seen order) as a Parquet table, atomically:
+    readers see the old file or the new one, never half of one."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
 
 
 def read_metrics(run_dir: str | Path):

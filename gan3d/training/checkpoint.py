@@ -7,6 +7,7 @@ resuming continues at the same kimg with the same schedules.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -117,3 +118,48 @@ def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Gener
     torch.set_rng_state(state["torch"])
     torch_gen.set_state(state["gen"])
     np_rng.bit_generator.state = json.loads(state["numpy"])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """gan3d checkpoints of a run: Ray Train's checkpoint_* dirs, or a direct run's checkpoints/checkpoint_*."""
+    found = [p for pattern in ("checkpoint_*", "checkpoints/checkpoint_*") for p in run_dir.glob(pattern)
+             if p.is_dir() and (p / META).is_file() and (p / STATE).is_file()]
+    return sorted(found, key=lambda p: json.loads((p / META).read_text())["cur_nimg"])
+
+
+def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Path, Optional[str]]:
+    """A checkpoint dir as is; a run dir -> its best checkpoint by `metric` (default: the run's FID if it
+    logged one, else SWD), or its latest when no checkpoint carries the metric. A URI is downloaded first."""
+    from gan3d.storage import resolve_local
+
+    path = resolve_local(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run directory or checkpoint")
+    if (path / META).is_file() or (path / STATE).is_file():
+        return path, metric
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise CheckpointError(f"{path}: no gan3d checkpoints in this run directory (expected checkpoint_*/ "
+                              f"with {STATE} and {META})")
+    metas = [json.loads((p / META).read_text()).get("metrics", {}) for p in ckpts]
+    if metric is None:
+        seen = {k for m in metas for k in m}
+        metric = next((m for m in ("fid50k_full", "fid2k_full", "swd") if m in seen), None)
+    scored = [(m[metric], p) for m, p in zip(metas, ckpts) if metric and m.get(metric) is not None
+              and math.isfinite(m[metric])]
+    return (min(scored)[1] if scored else ckpts[-1]), metric
+
+
+def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multiplier: float = 1.0):
+    """G_ema (or G) from a checkpoint directory, in eval mode; ray_step_multiplier scales the samples per ray."""
+    from gan3d.nn import build_generator
+
+    ckpt = read_checkpoint(checkpoint)
+    cfg = ckpt.cfg
+    if ray_step_multiplier != 1.0:
+        r = cfg.model.generator.render
+        cfg = config_mod.set_values(cfg, {"model.generator.render.num_coarse": max(2, round(r.num_coarse * ray_step_multiplier)),
+                                          "model.generator.render.num_fine": round(r.num_fine * ray_step_multiplier)})
+    G = build_generator(cfg)
+    load_modules(ckpt, {"G_ema" if ema else "G": G})
+    return G.eval().requires_grad_(False).to(device)

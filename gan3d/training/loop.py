@@ -43,15 +43,28 @@ def _crossed(prev_nimg: int, cur_nimg: int, interval_kimg: float) -> bool:
     return math.floor(cur_nimg / step) > math.floor(prev_nimg / step)
 
 
-def _all_mean(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
-    """Mean of per-rank scalars (keys in sorted order on every rank); on `device`, since NCCL only reduces
-    CUDA tensors."""
-    if world == 1 or not values:
-        return values
+class _Nothing:
+    """Rank 0's metrics store, W&B run, progress bar and storage mirror on the other ranks: every call does
+    nothing, so the loop calls them unconditionally."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+STOP_POLL_STEPS = 16  # the driver's stop flag is asked at ticks and every this many steps (a few seconds)
+
+
+def _all_mean(values: dict, world: int, device: torch.device) -> dict[str, float]:
+    """Mean over ranks of per-rank scalars (floats or 0-dim tensors; keys in sorted order on every rank), read
+    back to the host in one transfer; on `device`, since NCCL only reduces CUDA tensors."""
+    if not values:
+        return {}
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return {k: float(v) / world for k, v in zip(keys, t)}
+    t = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device) for k in keys])
+    if world > 1:
+        dist.all_reduce(t)
+        t /= world
+    return dict(zip(keys, t.tolist()))
 
 
 def rank_seed(seed: int, rank: int, step: int) -> int:
@@ -61,15 +74,18 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
 
 
 def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str,
-                  storage_uri: Optional[str] = None) -> dict:
+                  storage_uri: Optional[str] = None, console: bool = True) -> dict:
     """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row.
-    With `storage_uri`, run_dir is a local working directory that rank 0 mirrors there after every tick."""
+    With `storage_uri`, run_dir is a local working directory that rank 0 mirrors there after every tick.
+    `console=False` (sweep trials) keeps the run's lines off stdout: the sweep prints its own table."""
     # Setup.
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.training
     rank, world, device = session.rank, session.world, session.device
     torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
+    if device.type == "cuda":  # static shapes: cuDNN times its algorithms once (StyleGAN2-ADA does the same)
+        torch.backends.cudnn.benchmark = True
     batch_per_worker = t.batch // world
     batch_gpu = t.batch_gpu or batch_per_worker
     num_accum = max(1, batch_per_worker // batch_gpu)
@@ -115,26 +131,24 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     parts = GanParts(cfg, G, D, augment, np_rng, torch_gen)
     phases = make_phases(t)
 
-    mirror = RunMirror(run_dir, storage_uri) if storage_uri and rank == 0 else None
-    if mirror is not None:  # a restart on another node continues the run's table and placement log
-        mirror.pull([MetricsStore.FILE, "workers.jsonl"])
+    print0 = (lambda *a: print(*a, flush=True)) if rank == 0 and console else (lambda *a: None)  # EDM2's print0
+    mirror = RunMirror(run_dir, storage_uri) if storage_uri and rank == 0 else _Nothing()
+    mirror.pull([MetricsStore.FILE, "workers.jsonl"])  # a restart on another node continues the table and log
     record_placement(session, run_dir, counters.kimg)
-    if rank == 0:
-        schedules_now = (f"patch beta {schedules.patch_beta(counters.kimg, t.patch):.4g}, "
-                         f"ADA p {float(augment.p):.3g}")
-        if latest is not None:
-            print(f"gan3d: resuming from {latest.path.name} at kimg {counters.kimg:.3f} ({schedules_now})", flush=True)
-        elif t.resume:
-            print(f"gan3d: starting from {t.resume}{' (G only)' if t.resume_only_G else ''} at kimg "
-                  f"{counters.kimg:.3f} ({schedules_now})", flush=True)
-        else:
-            print("gan3d: new run", flush=True)
+    schedules_now = f"patch beta {schedules.patch_beta(counters.kimg, t.patch):.4g}, ADA p {float(augment.p):.3g}"
+    if latest is not None:
+        print0(f"gan3d: resuming from {latest.path.name} at kimg {counters.kimg:.3f} ({schedules_now})")
+    elif t.resume:
+        print0(f"gan3d: starting from {t.resume}{' (G only)' if t.resume_only_G else ''} at kimg "
+               f"{counters.kimg:.3f} ({schedules_now})")
+    else:
+        print0("gan3d: new run")
 
     # Logging (rank 0 only).
     cfg_dict = config_mod.to_dict(cfg)
     metric_names = list(cfg.metrics.metrics)
     main = main_metric(metric_names, weights_path(cfg.metrics.inception_weights) is not None)
-    store = wandb = bar = None
+    store = wandb = bar = _Nothing()
     if rank == 0:
         store = MetricsStore(run_dir, resume_kimg=counters.kimg)
         wandb = WandbRun(cfg, cfg_dict, run_dir, run_id, resolve_mode(cfg.logging))
@@ -154,15 +168,14 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
 
     # Main loop (a rerun of a finished run has nothing left to do).
     if counters.cur_nimg >= t.kimg * 1000:
-        if rank == 0:
-            bar.close()
-            wandb.finish()
+        bar.close()
+        wandb.finish()
         return {"kimg": counters.kimg, "stop_reason": "done", **last_metrics}
     dataset_size = len(dataset) if hasattr(dataset, "__len__") else max(dataset.num_images, 1)
     batches = real_batches(dataset, batch_per_worker, rank, world, t.seed, num_workers=0,
                            start_epoch=counters.epoch)
     tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
-    sums: dict[str, float] = {}
+    sums: dict = {}
     counts: dict[str, int] = {}
     ada_sum, ada_n = 0.0, 0
     row: dict = {}
@@ -180,7 +193,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         for phase in phases:
             if counters.step % phase.interval == 0:
                 stats = run_phase(phase, parts, optimizers[phase.net], micro, kimg)
-                for k, v in stats.items():
+                for k, v in stats.items():  # stays on the device until the tick
                     sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
                 if phase.name != "Dreg" and "real_sign" in stats:
                     ada_sum, ada_n = ada_sum + stats["real_sign"], ada_n + 1
@@ -195,11 +208,11 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         counters.cur_nimg += t.batch
         counters.step += 1
         counters.epoch = counters.cur_nimg // dataset_size
-        if rank == 0:
-            bar.update(t.batch)
+        bar.update(t.batch)
         done = counters.cur_nimg >= t.kimg * 1000
-        stop = session.should_stop()
-        if not (done or stop or counters.cur_nimg >= tick_start_nimg + t.tick_kimg * 1000):
+        tick_due = counters.cur_nimg >= tick_start_nimg + t.tick_kimg * 1000
+        stop = (done or tick_due or counters.step % STOP_POLL_STEPS == 0) and session.should_stop()
+        if not (done or stop or tick_due):
             continue
 
         # Tick statistics.
@@ -234,7 +247,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
                 _log_media(G_ema, grid_z, grid_c, grid_angles, video_angles, run_dir, kimg, wandb)
             reason = health.check(row)
             if reason:
-                print(f"gan3d WARNING: training looks diverged: {reason}", flush=True)
+                print0(f"gan3d WARNING: training looks diverged: {reason}")
                 wandb.alert("gan3d: training diverged", reason)
         diverged = _all_mean({"d": float(reason is not None)}, world, device)["d"] > 0
         row["diverged"] = float(diverged)
@@ -255,26 +268,22 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         session.report(reported, ckpt_dir)
         if ckpt_root is not None:
             shutil.rmtree(ckpt_root, ignore_errors=True)  # the session has persisted (or moved) its copy
-        if rank == 0:
-            store.append(row)
-            wandb.log({k: v for k, v in numeric.items() if k != "stop_reason"})
-            eta = row["sec_per_kimg"] * max(t.kimg - kimg, 0)
-            print(f"tick {counters.tick} eta {eta / 60:.1f}min " + " ".join(
-                f"{k} {v:.4g}" for k, v in numeric.items() if k in ("kimg", "sec_per_kimg", "loss_G", "loss_D_real",
-                                                                   "loss_D_fake", "r1_penalty", "augment_p", "swd",
-                                                                   main or "")), flush=True)
-            if mirror is not None:
-                mirror.push()
+        store.append(row)
+        wandb.log({k: v for k, v in numeric.items() if k != "stop_reason"})
+        eta = row["sec_per_kimg"] * max(t.kimg - kimg, 0)
+        shown = ("kimg", "loss_G", "loss_D_real", "loss_D_fake", "r1_penalty", "sec_per_kimg", "augment_p", "swd")
+        shown += (main,) if main and main not in shown else ()
+        print0(f"tick {counters.tick} eta {eta / 60:.1f}min " + " ".join(
+            f"{k} {numeric[k]:.4g}" for k in shown if k in numeric))
+        mirror.push()
         tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
         if done or stop or halt:
             break
 
     # Done.
-    if rank == 0:
-        bar.close()
-        wandb.finish(exit_code=0 if row.get("stop_reason") == "done" else 1)
-        if mirror is not None:
-            mirror.push()  # the W&B run's closing records
+    bar.close()
+    wandb.finish(exit_code=0 if row.get("stop_reason") == "done" else 1)
+    mirror.push()  # the W&B run's closing records
     return row
 
 

@@ -100,57 +100,58 @@ def run_D(parts: GanParts, images, patch: Patch, labels, angles, kimg: float) ->
         return parts.D(images, patch.as_vector(), labels, angles)
 
 
-def phase_loss(phase: Phase, parts: GanParts, batch: Batch, kimg: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one phase on one micro-batch, and its statistics."""
+def phase_loss(phase: Phase, parts: GanParts, batch: Batch, kimg: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one phase on one micro-batch, and its statistics (0-dim tensors on the device: no host
+    sync per step; the loop reads them once per tick)."""
     device = batch.images.device
     t = parts.cfg.training
     B = batch.images.shape[0]
     patch = sample_patches(B, t.patch, kimg, parts.rng, parts.cfg.model.discriminator.mbstd_group, device)
-    stats: dict[str, float] = {}
+    stats: dict[str, torch.Tensor] = {}
     total = torch.zeros([], device=device)
     if {"g_fake", "d_fake"} & set(phase.terms):
         z, labels, angles, cond = _fake_inputs(parts, batch, device)
         with torch.set_grad_enabled("g_fake" in phase.terms):
             fake = run_G(parts, z, labels, angles, cond, patch, kimg, update_w_avg=phase.net == "D")
         logits = run_D(parts, fake if phase.net == "G" else fake.detach(), patch, labels, angles, kimg)
-        stats["logits_fake"] = logits.mean().item()
+        stats["logits_fake"] = logits.detach().mean()
         if "g_fake" in phase.terms:
             loss = losses.g_nonsaturating(logits)
-            stats["loss_G"] = loss.item()
+            stats["loss_G"] = loss.detach()
         else:
             loss = losses.d_fake(logits)
-            stats["loss_D_fake"] = loss.item()
+            stats["loss_D_fake"] = loss.detach()
         total = total + loss
     if {"d_real", "r1"} & set(phase.terms):
         reals = extract_patches(batch.images, patch, t.patch.resolution).detach()
         reals.requires_grad_("r1" in phase.terms)
         logits = run_D(parts, reals, patch, batch.labels, batch.angles, kimg)
-        stats["logits_real"] = logits.mean().item()
-        stats["real_sign"] = logits.sign().mean().item()
+        stats["logits_real"] = logits.detach().mean()
+        stats["real_sign"] = logits.detach().sign().mean()
         if "d_real" in phase.terms:
             loss = losses.d_real(logits)
-            stats["loss_D_real"] = loss.item()
+            stats["loss_D_real"] = loss.detach()
             total = total + loss
         if "r1" in phase.terms:
             penalty = losses.r1_penalty(logits, reals)
-            stats["r1_penalty"] = penalty.mean().item()
+            stats["r1_penalty"] = penalty.detach().mean()
             total = total + losses.r1_loss(penalty, t.gamma, phase.interval)
     return total, stats
 
 
-def sanitize_and_sync_grads(module: torch.nn.Module) -> int:
+def sanitize_and_sync_grads(module: torch.nn.Module) -> torch.Tensor:
     """All-reduce gradients across ranks (StyleGAN2-ADA style, one flat buffer) and zero nan/inf.
 
-    Returns how many gradient entries were not finite before sanitising.
+    Returns how many gradient entries were not finite before sanitising (a 0-dim tensor, read at the tick).
     """
     params = [p for p in module.parameters() if p.grad is not None]
     if not params:
-        return 0
+        return torch.zeros([])
     flat = torch.cat([p.grad.flatten() for p in params])
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(flat)
         flat /= dist.get_world_size()
-    bad = int((~torch.isfinite(flat)).sum())
+    bad = (~torch.isfinite(flat)).sum()
     flat = torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5)
     for p, g in zip(params, flat.split([p.numel() for p in params])):
         p.grad.copy_(g.reshape(p.shape))
@@ -158,21 +159,21 @@ def sanitize_and_sync_grads(module: torch.nn.Module) -> int:
 
 
 def run_phase(phase: Phase, parts: GanParts, optimizer: torch.optim.Optimizer, micro_batches: list[Batch],
-              kimg: float) -> dict[str, float]:
-    """Accumulate a phase's gradients over micro-batches, sync, sanitise, step. Returns mean stats."""
+              kimg: float) -> dict[str, torch.Tensor]:
+    """Accumulate a phase's gradients over micro-batches, sync, sanitise, step. Returns mean stats (tensors)."""
     net = parts.G if phase.net == "G" else parts.D
     other = parts.D if phase.net == "G" else parts.G
     net.requires_grad_(True)
     other.requires_grad_(False)
     optimizer.zero_grad(set_to_none=True)
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}
     for mb in micro_batches:
         loss, stats = phase_loss(phase, parts, mb, kimg)
         with torch.profiler.record_function("gan3d::backward"):
             loss.div(len(micro_batches)).backward()
         for k, v in stats.items():
             totals[k] = totals.get(k, 0.0) + v / len(micro_batches)
-    totals[f"nonfinite_grads_{phase.net}"] = float(sanitize_and_sync_grads(net))
+    totals[f"nonfinite_grads_{phase.net}"] = sanitize_and_sync_grads(net).float()
     with torch.profiler.record_function("gan3d::optimizer"):
         optimizer.step()
     net.requires_grad_(False)

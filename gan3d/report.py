@@ -44,7 +44,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def _run_config(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
-    from gan3d.evaluate import list_checkpoints
+    from gan3d.training.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(run_dir)
     if not ckpts:

@@ -1,0 +1,51 @@
+"""Imports flow one way through gan3d's layers (every import, including those inside functions).
+
+    config, errors -> render -> storage -> data -> nn -> metrics, track -> training
+        -> evaluate, visualize, bench, report -> orchestrate -> cli -> the package's API (gan3d/__init__)
+
+render (pure camera, ray, tri-plane and volume functions) sits under data because datasets use the same
+camera convention (the synthetic scenes are ray-traced with it, EG3D poses are converted into it).
+"""
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+LAYERS = [("config", "errors"), ("render",), ("storage",), ("data",), ("nn",), ("metrics", "track"), ("training",),
+          ("evaluate", "visualize", "bench", "report"), ("orchestrate",), ("cli",)]
+RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
+API = len(LAYERS)  # gan3d/__init__.py
+
+
+def _rank(module: str) -> int:
+    parts = module.split(".")
+    return API if len(parts) == 1 else RANK[parts[1]]
+
+
+def _imports(path: Path, module: str):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "gan3d")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "gan3d":
+            if node.module == "gan3d":  # `from gan3d import config` names a submodule or the API
+                yield from ((f"gan3d.{a.name}" if a.name in RANK else "gan3d", node.lineno) for a in node.names)
+            else:
+                yield node.module, node.lineno
+
+
+def test_no_module_imports_from_a_higher_layer():
+    upward = []
+    for path in sorted((ROOT / "gan3d").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if module == "gan3d":
+            continue  # the API re-exports everything
+        for target, line in _imports(path, module):
+            if _rank(target) > _rank(module):
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert not upward, "\n".join(upward)
+
+
+def test_every_package_module_has_a_layer():
+    names = {p.stem if p.is_file() else p.name for p in (ROOT / "gan3d").iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())}
+    assert names <= set(RANK), names - set(RANK)
