@@ -106,8 +106,10 @@ def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_sessi
 
 
 def test_pbt_exploit_continues_from_another_trials_checkpoint(ray_session, tmp_path):
-    path = write_sweep(tmp_path, "pbt", num_samples=2, max_concurrent_trials=2,
-                       space={"training.gamma": {"choice": [0.05, 1.0]}},
+    # two different starting points (grid, not a random choice: two identical trials tie on every score, and
+    # PBT then never ranks one above the other, so nothing is exploited)
+    path = write_sweep(tmp_path, "pbt", num_samples=1, max_concurrent_trials=2,
+                       space={"training.gamma": {"grid": [0.05, 1.0]}},
                        scheduler={"kind": "pbt", "perturbation_interval_kimg": 0.032, "quantile_fraction": 0.5,
                                   "resample_probability": 1.0,
                                   "mutations": {"training.patch.anneal_kimg": {"choice": [1.0, 4.0]},
