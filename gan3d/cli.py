@@ -17,6 +17,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "render": "gan3d render runs/smoke --vis video --seeds 0-3 --out renders",
     "report": "gan3d report runs/smoke sweeps/smoke --out report.html",
     "describe": "gan3d describe experiments/ffhq512.yaml training.patch.resolution=32",
+    "import-checkpoint": "gan3d import-checkpoint network-snapshot-025000.pkl ckpt/ffhq --preset experiments/ffhq512.yaml",
     "dataset": "gan3d dataset convert faces.zip faces_parquet --poses eg3d --resolution 256",
     "submit": "gan3d submit --address http://HEAD:8265 -- gan3d sweep experiments/sweeps/smoke.yaml",
 }
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html")
     p.add_argument("--metric", default="swd", help="the metric to rank and plot against hyperparameters")
     p.add_argument("--wandb", action="store_true", help="also build the W&B Report (saved when W&B is online)")
+
+    p = sub.add_parser("import-checkpoint", help="a reference EpiGRAF snapshot (.pkl, nothing in it is run) or "
+                                                 "state dict -> a gan3d checkpoint")
+    p.add_argument("source", help="network-snapshot-<kimg>.pkl, or a .pt/.pth state dict in the reference's naming")
+    p.add_argument("out", help="the gan3d checkpoint directory to write")
+    p.add_argument("--preset", help="experiment YAML for what a snapshot does not record (data, training settings)")
 
     p = sub.add_parser("describe", help="print the resolved config and model sizes")
     _experiment_args(p)
@@ -317,6 +324,16 @@ def _dataset(args) -> int:
     return 0 if rep.ok else 1
 
 
+def _import_checkpoint(args) -> int:
+    from gan3d.training.checkpoint import import_reference
+
+    out, report = import_reference(args.source, args.out, args.preset)
+    for line in report:
+        print(f"  {line}")
+    print(f"gan3d: wrote {out} (render, eval and training.resume= open it like any gan3d checkpoint)")
+    return 0
+
+
 def _download_inception(args) -> int:
     from gan3d.metrics.inception import download_weights
     print(f"gan3d: wrote {download_weights(args.dest)}")
@@ -325,7 +342,7 @@ def _download_inception(args) -> int:
 
 COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "render": _render, "report": _report, "bench": _bench,
             "describe": _describe, "dataset": _dataset, "submit": _jobs, "status": _jobs, "logs": _jobs,
-            "download-inception": _download_inception}
+            "download-inception": _download_inception, "import-checkpoint": _import_checkpoint}
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -59,9 +59,9 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"--metrics {','.join(unknown)}: unknown; expected names from {', '.join(METRICS)}")
-    ckpt_dir, _ = best_checkpoint(path)
-    ckpt = read_checkpoint(ckpt_dir)
-    cfg = ckpt.cfg
+    source, _ = best_checkpoint(path)
+    ckpt = read_checkpoint(source)
+    ckpt_dir, cfg = ckpt.path, ckpt.cfg  # a reference snapshot reads as its converted checkpoint
     data = data or json.loads((ckpt_dir / META).read_text()).get("dataset") or cfg.dataset.path
     if not data:
         raise DatasetError(f"{ckpt_dir}: the checkpoint does not say which dataset it was trained on; pass --data PATH")
@@ -72,7 +72,10 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
                                              seed=cfg.training.seed, dataset_id=str(data), angles_pool=angles,
                                              generate_fn=ray_generator(ckpt_dir, workers, cfg) if workers > 1 else None,
                                              progress=True)
-    out = (ckpt_dir.parent if ckpt_dir.parent.name != "checkpoints" else ckpt_dir.parent.parent) / "eval.json"
+    if source.is_file():  # a reference snapshot: eval.json beside it
+        out = source.with_name(f"{source.stem}.eval.json")
+    else:
+        out = (ckpt_dir.parent if ckpt_dir.parent.name != "checkpoints" else ckpt_dir.parent.parent) / "eval.json"
     out.write_text(json.dumps({"checkpoint": str(ckpt_dir), "kimg": ckpt.counters.kimg, "metrics": values,
                                "protocols": protocols, "dataset": str(data)}, indent=1))
     if is_uri(str(path)) and resolve_local(path) == out.parent:  # a run at a URI gets its eval.json back there

@@ -23,6 +23,7 @@ from gan3d.config import ExperimentConfig
 from gan3d.errors import CheckpointError
 
 STATE, CONFIG, META = "state.pt", "config.yaml", "meta.json"
+IMPORTABLE = (".pkl", ".pt", ".pth")  # the reference's snapshots and state dicts, converted on the fly
 FORMAT = "gan3d-checkpoint-v1"
 
 
@@ -40,7 +41,7 @@ class Counters:
 
 def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict[str, torch.nn.Module],
                      optimizers: dict[str, torch.optim.Optimizer], counters: Counters, rng_state: dict[str, Any],
-                     metrics: dict[str, float], dataset: str = "") -> Path:
+                     metrics: dict[str, float], dataset: str = "", extra_meta: Optional[dict] = None) -> Path:
     """Write into `directory` via a temporary sibling and a rename, so a crash never leaves half a checkpoint."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict
     torch.save(state, tmp / STATE)
     (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
     meta = {"format": FORMAT, "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
-            "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics, "dataset": dataset}
+            "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics, "dataset": dataset, **(extra_meta or {})}
     (tmp / META).write_text(json.dumps(meta, indent=1))
     if directory.exists():
         shutil.rmtree(directory)
@@ -72,6 +73,8 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
     from gan3d.storage import resolve_local
 
     path = resolve_local(path)  # a checkpoint at an s3:// / gs:// URI is downloaded to the local cache
+    if path.is_file() and path.suffix in IMPORTABLE and path.name != STATE:
+        path = imported(path)  # a reference snapshot / state dict, converted once
     if path.is_file() and path.name == STATE:
         path = path.parent
     if not path.exists():
@@ -106,7 +109,8 @@ def load_modules(ckpt: LoadedCheckpoint, modules: dict[str, torch.nn.Module],
             raise CheckpointError(f"{ckpt.path}: '{k}' does not fit the configured model "
                                   f"({str(e).splitlines()[0]}); were model settings overridden?") from None
     for k, o in (optimizers or {}).items():
-        o.load_state_dict(ckpt.state[f"optim/{k}"])
+        if f"optim/{k}" in ckpt.state:  # an imported reference snapshot has none: Adam starts fresh
+            o.load_state_dict(ckpt.state[f"optim/{k}"])
 
 
 def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict:
@@ -135,7 +139,7 @@ def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Pat
     path = resolve_local(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint")
-    if (path / META).is_file() or (path / STATE).is_file():
+    if (path / META).is_file() or (path / STATE).is_file() or (path.is_file() and path.suffix in IMPORTABLE):
         return path, metric
     ckpts = list_checkpoints(path)
     if not ckpts:
@@ -150,8 +154,53 @@ def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Pat
     return (min(scored)[1] if scored else ckpts[-1]), metric
 
 
+def import_reference(source: str | Path, out_dir: str | Path, preset: Optional[str] = None) -> tuple[Path, list[str]]:
+    """A reference snapshot (.pkl, opened without running its code) or reference-named state dict (.pt/.pth)
+    -> a gan3d checkpoint directory: tensors, config.yaml, meta.json with the source's sha256 and the report.
+    Everything is checked before anything is written."""
+    from gan3d.nn import build_discriminator, build_generator
+    from gan3d.nn.reference_names import load_reference_state
+    from gan3d.training import snapshot
+    from gan3d.training.augment import AugmentPipe
+
+    source = Path(source)
+    conv = (snapshot.convert_snapshot(source, preset) if source.suffix == ".pkl"
+            else snapshot.convert_state_dict(source, preset))
+    modules: dict[str, torch.nn.Module] = {}
+    dropped: set[str] = set()
+    for name, state in conv.states.items():
+        module = build_discriminator(conv.cfg) if name == "D" else build_generator(conv.cfg)
+        dropped |= set(load_reference_state(module, state, "D" if name == "D" else "G", f"{source} ({name})"))
+        modules[name] = module
+    if "G" not in modules:  # a state dict of G_ema alone: G starts as its copy
+        modules["G"] = build_generator(conv.cfg)
+        modules["G"].load_state_dict(modules["G_ema"].state_dict())
+    a = conv.cfg.training.augment
+    modules["augment"] = AugmentPipe(a.kind, conv.augment_p if conv.augment_p is not None else a.p, a.target, a.speed_kimg)
+    report = conv.report + [f"loaded {', '.join(sorted(conv.states))}; dropped {len(dropped)} reference tensors gan3d "
+                            f"computes or never uses ({', '.join(sorted(dropped)[:4])}{', ...' if len(dropped) > 4 else ''})"]
+    if conv.augment_p is not None:
+        report.append(f"augment p {conv.augment_p:.4g}")
+    meta = {"imported_from": {"file": str(source.resolve()), "sha256": snapshot.sha256(source), "report": report}}
+    out = write_checkpoint(out_dir, conv.cfg, modules, {}, Counters(cur_nimg=int(round(conv.kimg * 1000))), {}, {},
+                           extra_meta=meta)
+    return out, report
+
+
+def imported(source: Path) -> Path:
+    """The gan3d checkpoint of a reference file, converted once into the cache (keyed by its content)."""
+    from gan3d.storage import CACHE
+    from gan3d.training.snapshot import sha256
+
+    dest = CACHE / "imports" / sha256(source)[:24]
+    if not (dest / META).is_file():
+        import_reference(source, dest)
+    return dest
+
+
 def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multiplier: float = 1.0):
-    """G_ema (or G) from a checkpoint directory, in eval mode; ray_step_multiplier scales the samples per ray."""
+    """G_ema (or G) from a checkpoint directory or a reference snapshot, in eval mode; ray_step_multiplier scales
+    the samples per ray."""
     from gan3d.nn import build_generator
 
     ckpt = read_checkpoint(checkpoint)

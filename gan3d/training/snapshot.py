@@ -1,0 +1,301 @@
+"""The reference implementation's training snapshots (`network-snapshot-<kimg>.pkl`), opened without running
+anything they carry, and converted into gan3d checkpoints.
+
+A snapshot is a pickled dict (G, D, G_ema, augment_pipe, training_set_kwargs). Its networks are StyleGAN2-ADA
+"persistent classes": each pickles the source code of its module and a reconstruct call that would execute that
+source. Here a restricted unpickler resolves only an allow-list of globals: torch's tensor/storage rebuild
+functions (storages are read with torch.load(weights_only=True)), plain containers, numpy scalars and dtypes,
+OmegaConf's config containers, and the persistence reconstruct hook, which is intercepted: it keeps the
+pickled state (parameters, buffers, init kwargs, submodules) as data and never compiles the source. torch.nn
+container modules are kept as data too. Any other global is refused, naming it and the file.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import math
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from gan3d import config as config_mod
+from gan3d.config import ExperimentConfig
+from gan3d.errors import CheckpointError
+
+PERSISTENCE_MODULES = ("torch_utils.persistence", "src.torch_utils.persistence")
+
+
+class PersistentState:
+    """What the persistence hook would have rebuilt: the class name, the pickled __dict__; the source is
+    kept only as its length (it is never compiled)."""
+
+    def __init__(self, meta: Any):
+        if not isinstance(meta, dict) or "state" not in meta:
+            raise CheckpointError("a persistent object without the expected metadata")
+        self.class_name = str(meta.get("class_name", "?"))
+        self.state = meta["state"] if isinstance(meta["state"], dict) else {}
+        self.source_chars = len(meta.get("module_src") or "")
+
+
+class ModuleState:
+    """A plain torch.nn module (Sequential, Embedding, ...) kept as its pickled __dict__, without its class."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __setstate__(self, state):
+        self.state = state if isinstance(state, dict) else {}
+
+
+def _load_storage(data: bytes):
+    """torch.storage._load_from_bytes, but tensors-only: the blob is a torch.save of one storage."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    import numpy as np
+    from omegaconf import base, dictconfig, listconfig, nodes
+
+    allow: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "defaultdict"): collections.defaultdict,
+        ("builtins", "dict"): dict, ("builtins", "list"): list, ("builtins", "set"): set, ("builtins", "tuple"): tuple,
+        ("builtins", "frozenset"): frozenset, ("builtins", "slice"): slice, ("builtins", "object"): object,
+        ("builtins", "int"): int, ("builtins", "float"): float, ("builtins", "str"): str, ("builtins", "bool"): bool,
+        ("builtins", "bytes"): bytes, ("builtins", "complex"): complex,
+        ("typing", "Any"): Any,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("torch.storage", "_load_from_bytes"): _load_storage,
+        ("torch", "Size"): torch.Size,
+        ("numpy", "dtype"): np.dtype,
+        ("omegaconf.dictconfig", "DictConfig"): dictconfig.DictConfig,
+        ("omegaconf.listconfig", "ListConfig"): listconfig.ListConfig,
+        ("omegaconf.base", "ContainerMetadata"): base.ContainerMetadata,
+        ("omegaconf.base", "Metadata"): base.Metadata,
+    }
+    for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode"):
+        allow[("omegaconf.nodes", name)] = getattr(nodes, name)
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allow[(mod, "scalar")] = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+        allow[(mod, "_reconstruct")] = (np._core.multiarray._reconstruct if hasattr(np, "_core")
+                                        else np.core.multiarray._reconstruct)
+    allow[("numpy", "ndarray")] = np.ndarray
+    for dtype in ("float32", "float64", "int64", "int32", "bool_", "float16"):
+        allow[("numpy", dtype)] = getattr(np, dtype)
+    for mod in PERSISTENCE_MODULES:
+        allow[(mod, "_reconstruct_persistent_obj")] = PersistentState
+    return allow
+
+
+_TORCH_MODULE = re.compile(r"torch\.nn\.modules\.\w+")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Resolves only the allow-list; torch.nn modules become ModuleState; everything else is refused."""
+
+    def __init__(self, file, source: str):
+        super().__init__(file)
+        self.source, self.allow = source, _allowed()
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.allow:
+            return self.allow[(module, name)]
+        if _TORCH_MODULE.fullmatch(module) and name[:1].isupper():
+            return ModuleState
+        raise CheckpointError(f"{self.source}: refuses to load '{module}.{name}' (not a tensor, container or "
+                              f"network state; nothing from this file was executed)")
+
+    def persistent_load(self, pid):
+        raise CheckpointError(f"{self.source}: unexpected persistent id {str(pid)[:60]} (not a reference snapshot)")
+
+
+def read_snapshot(path: str | Path) -> dict:
+    """The snapshot's top-level dict, networks as PersistentState / ModuleState trees. Nothing is executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: snapshot not found")
+    with open(path, "rb") as f:
+        try:
+            data = SafeUnpickler(f, str(path)).load()
+        except CheckpointError:
+            raise
+        except Exception as e:  # truncated or not a pickle at all
+            raise CheckpointError(f"{path}: not a readable snapshot ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict of networks (G, D, G_ema, ...), got {type(data).__name__}")
+    return data
+
+
+def _state(node) -> dict:
+    return node.state if isinstance(node, (PersistentState, ModuleState)) else {}
+
+
+def flatten(node, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A module tree's state_dict: parameters and persistent buffers under dotted names."""
+    s = _state(node)
+    out: dict[str, torch.Tensor] = {}
+    skip = set(s.get("_non_persistent_buffers_set") or ())
+    for k, v in (s.get("_parameters") or {}).items():
+        if v is not None:
+            out[prefix + k] = torch.as_tensor(v).detach()
+    for k, v in (s.get("_buffers") or {}).items():
+        if v is not None and k not in skip:
+            out[prefix + k] = torch.as_tensor(v).detach()
+    for k, child in (s.get("_modules") or {}).items():
+        if child is not None:
+            out.update(flatten(child, f"{prefix}{k}."))
+    return out
+
+
+def _plain(value):
+    """OmegaConf containers and nested dicts -> plain Python."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _get(d: dict, dotted: str, default=None):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+@dataclass
+class Conversion:
+    cfg: ExperimentConfig
+    states: dict[str, dict[str, torch.Tensor]]  # gan3d module name -> reference-named state dict
+    augment_p: Optional[float]
+    kimg: float
+    report: list[str] = field(default_factory=list)
+
+
+def infer_config(G, D, preset: Optional[str], source: str) -> tuple[ExperimentConfig, list[str]]:
+    """The experiment config a snapshot's networks were built with (what their init kwargs and cfg say), on top
+    of a preset for everything a snapshot does not record (data path, training hyper-parameters)."""
+    gk, gc = _plain(_state(G).get("_init_kwargs") or {}), _plain(_state(G).get("cfg") or {})
+    report = []
+    unsupported = [(gc.get("backbone", "stylegan2") != "stylegan2", f"backbone {gc.get('backbone')!r}"),
+                   (_get(gc, "tri_plane.has_view_cond", False), "view-conditioned tri-plane MLP"),
+                   ((_get(gc, "tri_plane.posenc_period_len", 0) or 0) > 0, "positional encoding in the tri-plane MLP"),
+                   (_get(gc, "bg_model.type") is not None, f"background model {_get(gc, 'bg_model.type')!r}"),
+                   (gc.get("clamp_mode", "softplus") != "softplus", f"density clamp {gc.get('clamp_mode')!r}"),
+                   ((gc.get("density_shift") or 0) != 0, "a density shift")]
+    bad = [what for cond, what in unsupported if cond]
+    if bad:
+        raise CheckpointError(f"{source}: uses what gan3d does not implement: {', '.join(bad)}")
+    values: dict[str, Any] = {}
+
+    def put(key, value, where):
+        if value is None:
+            report.append(f"{key}: not in the snapshot ({where}); the preset's value is kept")
+        else:
+            values[key] = value
+
+    c_dim = gk.get("c_dim", 0) or 0
+    put("dataset.resolution", gk.get("img_resolution"), "G img_resolution")
+    values["dataset.c_dim"], values["dataset.use_labels"] = c_dim, c_dim > 0
+    for k in ("fov", "ray_start", "ray_end", "radius"):
+        v = _get(gc, f"dataset.camera.{k}")
+        put(f"dataset.camera.{k}", float(v) if v is not None else None, f"cfg.dataset.camera.{k}")
+    mk = gk.get("mapping_kwargs") or {}
+    put("model.generator.z_dim", gk.get("z_dim"), "G z_dim")
+    put("model.generator.w_dim", gk.get("w_dim"), "G w_dim")
+    values["model.generator.mapping_layers"] = mk.get("num_layers", 2)
+    values["model.generator.camera_cond"] = bool(mk.get("camera_cond", False))
+    put("model.generator.channel_base", gk.get("channel_base"), "G channel_base")
+    put("model.generator.channel_max", gk.get("channel_max"), "G channel_max")
+    put("model.generator.triplane_resolution", _get(gc, "tri_plane.res"), "cfg.tri_plane.res")
+    put("model.generator.triplane_channels", _get(gc, "tri_plane.feat_dim"), "cfg.tri_plane.feat_dim")
+    put("model.generator.mlp_layers", _get(gc, "tri_plane.mlp.n_layers"), "cfg.tri_plane.mlp.n_layers")
+    put("model.generator.mlp_hidden", _get(gc, "tri_plane.mlp.hid_dim"), "cfg.tri_plane.mlp.hid_dim")
+    steps = gc.get("num_ray_steps")
+    put("model.generator.render.num_coarse", steps, "cfg.num_ray_steps")
+    put("model.generator.render.num_fine", steps, "cfg.num_ray_steps")
+    cube = _get(gc, "dataset.cube_scale")
+    put("model.generator.render.cube_scale", float(cube) if cube is not None else None, "cfg.dataset.cube_scale")
+    put("model.generator.render.white_back", _get(gc, "dataset.white_back"), "cfg.dataset.white_back")
+    put("model.generator.render.density_noise_std", gc.get("nerf_noise_std_init"), "cfg.nerf_noise_std_init")
+    put("model.generator.render.density_noise_kimg", gc.get("nerf_noise_kimg_growth"), "cfg.nerf_noise_kimg_growth")
+    if D is not None:
+        dk, dc = _plain(_state(D).get("_init_kwargs") or {}), _plain(_state(D).get("cfg") or {})
+        put("training.patch.resolution", dk.get("img_resolution"), "D img_resolution")
+        put("model.discriminator.channel_base", dk.get("channel_base"), "D channel_base")
+        put("model.discriminator.channel_max", dk.get("channel_max"), "D channel_max")
+        put("model.discriminator.hyper_mod", dc.get("hyper_mod"), "D cfg.hyper_mod")
+        values["model.discriminator.hyper_mod_dim"] = 512  # fixed in the reference
+        values["model.discriminator.cmap_dim"] = 0  # the reference's: D's channels at 4x4
+        put("model.discriminator.camera_cond", dc.get("camera_cond"), "D cfg.camera_cond")
+        mbstd = _get(dk, "epilogue_kwargs.mbstd_group_size") or dc.get("mbstd_group_size")
+        put("model.discriminator.mbstd_group", mbstd, "D mbstd_group_size")
+        extra, img, patch = dc.get("num_additional_start_blocks"), values.get("dataset.resolution"), dk.get("img_resolution")
+        if extra is not None and img and patch and 2 ** extra * patch != img:
+            raise CheckpointError(f"{source}: D has {extra} extra start blocks for {patch}px patches, but gan3d "
+                                  f"derives log2({img} / {patch}) = {int(math.log2(img // patch))}")
+    elif "training.patch.resolution" not in values:
+        patch = _get(gc, "patch.resolution")
+        put("training.patch.resolution", patch, "G cfg.patch.resolution")
+    base = config_mod.load_config(preset) if preset else config_mod.load_config()
+    values["training.patch.min_scale"] = 0.0  # derived again from the (possibly new) resolutions
+    try:
+        return config_mod.set_values(base, values), report
+    except Exception as e:
+        raise CheckpointError(f"{source}: its settings do not make a valid gan3d config: {e}") from None
+
+
+def convert_snapshot(path: str | Path, preset: Optional[str] = None) -> Conversion:
+    """A snapshot's G, G_ema, D (reference names) and the gan3d config that fits them."""
+    path = Path(path)
+    snap = read_snapshot(path)
+    missing = [k for k in ("G_ema",) if k not in snap]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)} in this snapshot (keys: {', '.join(map(str, snap))})")
+    G = snap.get("G") or snap["G_ema"]
+    cfg, report = infer_config(G, snap.get("D"), preset, str(path))
+    states = {name: flatten(snap[key]) for name, key in (("G", "G"), ("G_ema", "G_ema"), ("D", "D")) if key in snap}
+    aug = snap.get("augment_pipe")
+    p = _state(aug).get("_buffers", {}).get("p") if aug is not None else None
+    m = re.search(r"network-snapshot-(\d+)", path.name)
+    kimg = float(m.group(1)) if m else 0.0
+    report.append(f"kimg {kimg:g} (from the file name)" if m else "kimg 0 (the file name does not say)")
+    return Conversion(cfg, states, float(p) if p is not None else None, kimg, report)
+
+
+def convert_state_dict(path: str | Path, preset: Optional[str]) -> Conversion:
+    """A plain torch.save file in the reference's naming: {'G': ..., 'G_ema': ..., 'D': ...} state dicts, or one
+    generator state dict. It records no settings, so the preset must describe the model."""
+    path = Path(path)
+    if not preset:
+        raise CheckpointError(f"{path}: a state dict records no model settings; pass --preset EXPERIMENT.yaml "
+                              f"describing the model it holds")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a tensors-only torch file ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(data, dict) or not data:
+        raise CheckpointError(f"{path}: expected a state dict (names -> tensors), got {type(data).__name__}")
+    states = {k: data[k] for k in ("G", "G_ema", "D") if isinstance(data.get(k), dict)} or {"G_ema": data}
+    for name, sd in states.items():
+        bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise CheckpointError(f"{path}: '{name}' holds non-tensor entries, e.g. '{bad[0]}'")
+    return Conversion(config_mod.load_config(preset), states, None, 0.0, [f"all settings from {preset}"])
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
