@@ -184,6 +184,7 @@ class RunSettings(WorkerResources):
     max_failures: int = 3
     num_to_keep: int = 2
     placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (Ray placement groups)
+    connect_timeout_s: float = 30.0  # how long to wait for a cluster named by --address before saying so
 
 
 @dataclass(frozen=True)
@@ -402,6 +403,7 @@ def validate(cfg: ExperimentConfig) -> None:
     need(cfg.run.gpus_per_worker >= 0, "run.gpus_per_worker", cfg.run.gpus_per_worker, ">= 0")
     need(cfg.run.max_failures >= 0, "run.max_failures", cfg.run.max_failures, ">= 0")
     need(cfg.run.num_to_keep >= 1, "run.num_to_keep", cfg.run.num_to_keep, ">= 1")
+    need(cfg.run.connect_timeout_s > 0, "run.connect_timeout_s", cfg.run.connect_timeout_s, "> 0 seconds")
     need(cfg.run.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "run.placement_strategy",
          cfg.run.placement_strategy, "PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
     sp = cfg.run.storage_path

@@ -71,6 +71,20 @@ def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, t
     assert "stopped by the scheduler" in out and "finished at kimg 0.096" in out
 
 
+def test_sweep_state_writable_by_others_is_not_restored(tmp_path):
+    """Tune's restore unpickles the sweep's state: a state file others could have written is refused."""
+    from gan3d.errors import Gan3dError
+    from gan3d.orchestrate.sweep import check_trusted_state
+
+    state = tmp_path / "tuner.pkl"
+    state.write_bytes(b"pickle")
+    state.chmod(0o644)
+    check_trusted_state(tmp_path)
+    state.chmod(0o666)
+    with pytest.raises(Gan3dError, match=r"tuner.pkl: Tune would unpickle .* writable by group/others"):
+        check_trusted_state(tmp_path)
+
+
 def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
     path = write_sweep(tmp_path, "resume", max_concurrent_trials=1, space={"training.gamma": {"grid": [0.05, 0.1]}})
     address = ray_session.get_runtime_context().gcs_address

@@ -158,6 +158,38 @@ def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(ray_session, 
     assert "gan3d: resuming from checkpoint_" in second and "at kimg 0.048 (patch beta" in second
 
 
+def test_no_secret_reaches_a_log_or_file(ray_session, tmp_path):
+    """Credentials set for the driver appear nowhere in Ray's session directory or the run directory."""
+    import secrets as _secrets
+    from gan3d.orchestrate.launch import SECRET_ENV
+
+    dummies = {k: f"g3dummy{_secrets.token_hex(8)}" for k in SECRET_ENV}
+    address = ray_session.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *TINY, "training.kimg=0.016", "--out", str(tmp_path),
+           "--name", "secrets", "--address", address]
+    res = subprocess.run(cmd, env={**os.environ, **dummies, "WANDB_MODE": "offline"}, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    session = Path(ray_session._private.worker._global_node.get_session_dir_path())
+    leaks = []
+    for root in (session, tmp_path / "secrets"):
+        for f in root.rglob("*"):
+            if f.is_file() and not f.is_symlink() and not f.is_socket():
+                data = f.read_bytes()
+                leaks += [f"{f}: {k}" for k, v in dummies.items() if v.encode() in data]
+    assert not leaks, leaks
+    assert any(f.name.startswith("runtime_env") for f in (session / "logs").iterdir())  # the log that used to hold them
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path):
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "--address", "127.0.0.1:1",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and time.time() - t0 < 60
+    assert res.stderr.strip().splitlines()[-1].startswith("gan3d: error: --address 127.0.0.1:1: no Ray cluster answers")
+    assert "Traceback" not in res.stderr and not list(tmp_path.rglob("*.zip"))  # said before the dataset is made
+
+
 def test_invalid_config_or_missing_dataset_fails_before_ray(tmp_path):
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "dataset.path=/no/such.zip",

@@ -160,7 +160,7 @@ def write_shards(rows: Iterator[dict], dst: str, shard_size: int, meta: dict, to
         fs.move(tmp, final)
         part, buf = part + 1, []
 
-    for row in tqdm(rows, total=total, desc=f"writing {dst}", unit="img"):
+    for row in tqdm(rows, total=total, desc=f"writing {dst}", unit="img", disable=None):
         buf.append(row)
         count += 1
         if len(buf) >= shard_size:

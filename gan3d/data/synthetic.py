@@ -119,7 +119,7 @@ def make_synthetic(out: str | Path, n: int, resolution: int, camera: CameraConfi
     rng = np.random.default_rng(seed)
     angles = sample_camera_angles(n, camera, torch.Generator().manual_seed(seed))
     files, depths, poses = {}, [], {}
-    for i in tqdm(range(n), desc=f"rendering synthetic {kind}", unit="img"):
+    for i in tqdm(range(n), desc=f"rendering synthetic {kind}", unit="img", disable=None):
         img, depth = render_scene(random_scene(rng), angles[i], camera, resolution)
         name = f"img/{i:08d}.png"
         files[name] = encode_png(img)

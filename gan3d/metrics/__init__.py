@@ -38,7 +38,7 @@ def generate(G, n: int, cfg, device, seed: int = 0, batch: int = 16, angles_pool
     it = range(0, n, batch)
     if progress:
         from tqdm import tqdm
-        it = tqdm(it, desc="generating", unit="batch")
+        it = tqdm(it, desc="generating", unit="batch", disable=None)
     for i in it:
         b = min(batch, n - i)
         z = torch.randn(b, G.cfg.z_dim, generator=gen).to(device)

@@ -17,7 +17,7 @@ from typing import Optional
 
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
-from gan3d.errors import ConfigError
+from gan3d.errors import ConfigError, Gan3dError
 from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
 from gan3d.track.store import MetricsStore
 from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
@@ -113,14 +113,37 @@ def quiet_ray(local: bool) -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenOnNotice())
 
 
-def _ensure_ray(address: Optional[str], verbose: bool = False) -> Optional[Path]:
-    """Start (or join) Ray unless this process already has; returns Ray's log directory when it started it."""
+def check_reachable(address: str, timeout_s: float) -> None:
+    """One clear line, within `timeout_s`, when nothing listens at a cluster address (Ray itself retries for
+    ever, printing 'Failed to connect to GCS' every ~40 s)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]  # ray://HOST:PORT (client) or HOST:PORT (GCS)
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: expected HOST:PORT of the Ray head (GCS port, default 6379)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
+        raise Gan3dError(f"--address {address}: no Ray cluster answers there ({why} after at most {timeout_s:g} s); "
+                         f"check that the head node runs (`ray status --address {hostport}`) and that port {port} "
+                         f"is reachable from this machine (run.connect_timeout_s sets the wait)") from None
+
+
+def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float = 30.0) -> Optional[Path]:
+    """Start (or join) Ray unless this process already has; returns Ray's log directory."""
     import logging
 
     import ray
 
     if ray.is_initialized():
         return None
+    if address:
+        check_reachable(address, timeout_s)
     if not verbose:
         quiet_ray(local=not address)
     env = storage_env()
@@ -159,16 +182,20 @@ def worker_env(cfg: ExperimentConfig) -> dict:
     env = {"WANDB_MODE": resolve_mode(cfg.logging), "PYTHONUNBUFFERED": "1",
            # prints reach the console once, through Ray's log forwarding (Train's patch would tee them to stderr)
            "RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")}
-    for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_API_KEY", "WANDB_DIR"):
+    for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_DIR"):
         if os.environ.get(key):
             env[key] = os.environ[key]
     return {**env, **storage_env()}
 
 
-# What pyarrow's S3 / GCS filesystems read. Forwarded from the driver when set, so the Train controller (which
-# writes the checkpoint snapshot) and the workers reach the same bucket and endpoint as the driver.
-STORAGE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-               "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "GOOGLE_APPLICATION_CREDENTIALS")
+# What pyarrow's S3 / GCS filesystems read and is not secret: forwarded from the driver, so the Train controller
+# (which writes the checkpoint snapshot) and the workers reach the same bucket and endpoint as the driver.
+STORAGE_ENV = ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+               "GOOGLE_APPLICATION_CREDENTIALS")
+# Never forwarded: Ray writes a runtime environment's variables in plain text to its agent log. A local cluster
+# started by gan3d inherits them from the driver's environment anyway; on a cluster, each node brings its own
+# (instance roles, the nodes' environment, ~/.aws, `wandb login`).
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
 
 
 def storage_env() -> dict:
@@ -225,6 +252,8 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     out_dir = Path((storage if not uri and storage else cfg.run.out).removeprefix("file://")).expanduser().resolve()
     run_dir = out_dir / cfg.run.name  # with a URI: the local working dir; the run lives at the URI
     run_dir.mkdir(parents=True, exist_ok=True)
+    if address:  # an unreachable cluster is said before anything is made
+        check_reachable(address, cfg.run.connect_timeout_s)
     dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
     if header:
         for line in header_lines(cfg, uri or run_dir, dataset):
@@ -235,7 +264,7 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
 
     import ray
 
-    link = link_ray_logs(run_dir, _ensure_ray(address, verbose))
+    link = link_ray_logs(run_dir, _ensure_ray(address, verbose, cfg.run.connect_timeout_s))
     if header and link is not None and not verbose:
         print(f"gan3d: Ray's own log lines: {link} (--verbose shows them here)", flush=True)
     stop_flag = _stop_flag(cfg.run.name)

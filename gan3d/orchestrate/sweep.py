@@ -202,6 +202,17 @@ class TrialsTable(tune.Callback):
         self._update(trial, status="ERROR")
 
 
+def check_trusted_state(sweep_dir: Path) -> None:
+    """Tune's restore unpickles the sweep's state files, so whoever can write them can run code as this user:
+    refuse pickles owned by someone else or writable by group/others. (A sweep in a bucket trusts the bucket.)"""
+    for f in sorted(sweep_dir.rglob("*.pkl")):
+        st = f.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise Gan3dError(f"{f}: Tune would unpickle this sweep state file, but it is "
+                             f"{'owned by uid ' + str(st.st_uid) if st.st_uid != os.getuid() else 'writable by group/others'}"
+                             f"; check it, then `chmod go-w` / `chown` it to resume the sweep")
+
+
 class SweepConsole(tune.Callback):
     """The sweep's console: a line when a trial starts, a compact table of the trials every `every_s` seconds,
     one line per finished, stopped or failed trial. (Tune's own tables and the trials' tick lines stay off.)"""
@@ -265,7 +276,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})
     dataset = share_local_dataset(prepare_dataset(base, sweep_dir), sweep_dir, uri)
-    _ensure_ray(address, verbose)
+    _ensure_ray(address, verbose, base.run.connect_timeout_s)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
     # exploit another's checkpoint after that trial has moved on (Tune's num_to_keep deleted them under PBT).
@@ -277,6 +288,8 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
         {"cpu": 0.01})  # the trial driver only waits; its Train workers hold the real resources
     state = uri or str(sweep_dir)  # where Tune keeps the experiment state (tuner.pkl, trial records)
     if (resume or uri or (sweep_dir / "tuner.pkl").exists()) and tune.Tuner.can_restore(state):
+        if not uri:
+            check_trusted_state(sweep_dir)
         tuner = tune.Tuner.restore(state, trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(
