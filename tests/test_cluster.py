@@ -31,17 +31,34 @@ def test_launcher_configs_pass_rays_schema(name):
                if "ray start" in c)
 
 
-def test_kuberay_manifests_have_the_required_fields():
+def _kuberay_node_types(spec: dict) -> dict:
+    """What Ray's own KubeRay autoscaler makes of a RayCluster spec (as it reads the CR in a cluster), checked
+    against Ray's autoscaler schema: kubectl-free validation of the groups, replicas and container resources."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+    from ray.autoscaler._private.util import validate_config
+
+    cfg = _derive_autoscaling_config_from_ray_cr({"apiVersion": "ray.io/v1", "kind": "RayCluster",
+                                                  "metadata": {"name": "gan3d", "namespace": "default"}, "spec": spec})
+    validate_config(cfg)
+    return cfg["available_node_types"]
+
+
+def test_kuberay_manifests_parse_as_rays_autoscaler_reads_them():
     rc = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
-    assert rc["apiVersion"] == "ray.io/v1" and rc["kind"] == "RayCluster"
-    workers = rc["spec"]["workerGroupSpecs"]
-    assert workers and workers[0]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
     job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-sweep.yaml").read_text())
-    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("gan3d sweep ")
-    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert rc["apiVersion"] == "ray.io/v1" and rc["kind"] == "RayCluster" and job["kind"] == "RayJob"
+    for spec, workers in ((rc["spec"], (0, 4)), (job["spec"]["rayClusterSpec"], (2, 2))):
+        types_ = _kuberay_node_types(spec)
+        gpu = types_["gpu-8x"]
+        assert gpu["resources"]["GPU"] == 8 and gpu["resources"]["CPU"] >= 8  # from the containers' limits
+        assert (gpu["min_workers"], gpu["max_workers"]) == workers
+        assert types_["headgroup"]["resources"].get("GPU", 0) == 0  # the driver's node trains nothing
+    broken = {**rc["spec"], "workerGroupSpecs": [{**rc["spec"]["workerGroupSpecs"][0], "minReplicas": 5}]}
+    with pytest.raises(ValueError, match="max_workers"):  # more workers required than allowed: refused
+        _kuberay_node_types(broken)
+    assert job["spec"]["entrypoint"].startswith("gan3d sweep ")
     assert rc["spec"]["authOptions"]["mode"] == job["spec"]["rayClusterSpec"]["authOptions"]["mode"] == "token"
-    sweep = job["spec"]["entrypoint"].split()[2]
-    assert (ROOT / sweep).is_file()
+    assert (ROOT / job["spec"]["entrypoint"].split()[2]).is_file()
 
 
 def test_slurm_script_is_valid_bash_and_runs_a_sweep():
