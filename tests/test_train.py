@@ -213,3 +213,30 @@ def test_absurd_learning_rate_is_detected_and_stops(tmp_path, synthetic_zip, cap
     assert row["stop_reason"] == "diverged" and row["kimg"] < 2
     assert "gan3d WARNING: training looks diverged" in capsys.readouterr().out
     assert (tmp_path / "checkpoints" / "latest.json").is_file()  # the state at divergence is kept
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_resume_and_render(tmp_path, synthetic_zip, capsys):
+    """Checkpoints carry a checksum; a truncated newest one is skipped (one line), resume and best-checkpoint
+    selection use the newest / best one that reads."""
+    from gan3d.training.checkpoint import best_checkpoint, list_checkpoints
+    from gan3d.training.loop import training_loop
+    from gan3d.training.session import LocalSession
+
+    cfg = tiny("training.kimg=0.032", "logging.wandb=false", "training.metric_kimg=0.016")
+    training_loop(cfg, tmp_path, LocalSession(tmp_path), str(synthetic_zip), "dmg")
+    first, newest = list_checkpoints(tmp_path)
+    assert read_checkpoint(newest).counters.kimg == pytest.approx(0.032)
+    data = (newest / "state.pt").read_bytes()
+    (newest / "state.pt").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    best, _ = best_checkpoint(tmp_path)
+    assert best == first and f"skipped {newest.name}" in capsys.readouterr().out
+    (newest / "state.pt").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, one bit flipped
+    with pytest.raises(gan3d.CheckpointError, match="damaged"):
+        read_checkpoint(newest)
+    row = training_loop(tiny("training.kimg=0.048", "logging.wandb=false"), tmp_path, LocalSession(tmp_path),
+                        str(synthetic_zip), "dmg")
+    out = capsys.readouterr().out
+    assert f"skipped {newest.name}" in out and f"using {first.name} at kimg 0.016" in out
+    assert row["kimg"] == pytest.approx(0.048)
+    assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048])  # 0.032 replayed once

@@ -51,7 +51,8 @@ def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict
     state["rng"] = rng_state
     torch.save(state, tmp / STATE)
     (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
-    meta = {"format": FORMAT, "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
+    meta = {"format": FORMAT, "state_sha256": _sha256(tmp / STATE),
+            "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
             "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics, "dataset": dataset, **(extra_meta or {})}
     (tmp / META).write_text(json.dumps(meta, indent=1))
     if directory.exists():
@@ -87,6 +88,8 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
         raise CheckpointError(f"{path / META}: not valid JSON ({e})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path / META}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("state_sha256") and _sha256(path / STATE) != meta["state_sha256"]:
+        raise CheckpointError(f"{path / STATE}: damaged (its checksum differs from the one written with it)")
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -94,6 +97,29 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
     cfg = config_mod.load_config(path / CONFIG)
     counters = Counters(meta["cur_nimg"], meta["step"], meta["tick"], meta.get("epoch", 0))
     return LoadedCheckpoint(path, cfg, state, counters, meta.get("metrics", {}))
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def newest_valid(run_dir: Path) -> Optional[LoadedCheckpoint]:
+    """The newest checkpoint of a run that reads; each damaged one on the way is skipped with a line saying why."""
+    for path in reversed(list_checkpoints(Path(run_dir))):
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as e:
+            print(f"gan3d: skipped {path.name}: {str(e).split(': ', 1)[-1]}", flush=True)
+            continue
+        print(f"gan3d: using {path.name} at kimg {ckpt.counters.kimg:.3f}", flush=True)
+        return ckpt
+    return None
 
 
 def load_modules(ckpt: LoadedCheckpoint, modules: dict[str, torch.nn.Module],
@@ -128,7 +154,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     """gan3d checkpoints of a run: Ray Train's checkpoint_* dirs, or a direct run's checkpoints/checkpoint_*."""
     found = [p for pattern in ("checkpoint_*", "checkpoints/checkpoint_*") for p in run_dir.glob(pattern)
              if p.is_dir() and (p / META).is_file() and (p / STATE).is_file()]
-    return sorted(found, key=lambda p: json.loads((p / META).read_text())["cur_nimg"])
+
+    def nimg(p: Path) -> int:
+        try:
+            return int(json.loads((p / META).read_text())["cur_nimg"])
+        except (ValueError, KeyError, TypeError):
+            return -1  # a damaged meta.json sorts first; reading it says what is wrong
+    return sorted(found, key=nimg)
 
 
 def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Path, Optional[str]]:
@@ -145,13 +177,27 @@ def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Pat
     if not ckpts:
         raise CheckpointError(f"{path}: no gan3d checkpoints in this run directory (expected checkpoint_*/ "
                               f"with {STATE} and {META})")
-    metas = [json.loads((p / META).read_text()).get("metrics", {}) for p in ckpts]
+    metas = []
+    for p in ckpts:
+        try:
+            metas.append(json.loads((p / META).read_text()).get("metrics", {}))
+        except ValueError:
+            metas.append({})
     if metric is None:
         seen = {k for m in metas for k in m}
         metric = next((m for m in ("fid50k_full", "fid2k_full", "swd") if m in seen), None)
-    scored = [(m[metric], p) for m, p in zip(metas, ckpts) if metric and m.get(metric) is not None
-              and math.isfinite(m[metric])]
-    return (min(scored)[1] if scored else ckpts[-1]), metric
+    scored = sorted((m[metric], i) for i, m in enumerate(metas) if metric and m.get(metric) is not None
+                    and math.isfinite(m[metric]))
+    order = [ckpts[i] for _, i in scored] + [p for p in reversed(ckpts) if p not in {ckpts[i] for _, i in scored}]
+    for rank, candidate in enumerate(order):  # the best that reads; a damaged one is skipped, once, with a line
+        try:
+            read_checkpoint(candidate)
+        except CheckpointError as e:
+            nxt = order[rank + 1].name if rank + 1 < len(order) else "none left"
+            print(f"gan3d: skipped {candidate.name} ({str(e).split(': ', 1)[-1]}); next: {nxt}", flush=True)
+            continue
+        return candidate, metric
+    raise CheckpointError(f"{path}: no readable checkpoint in this run directory ({len(order)} damaged)")
 
 
 def import_reference(source: str | Path, out_dir: str | Path, preset: Optional[str] = None) -> tuple[Path, list[str]]:

@@ -22,7 +22,8 @@ from gan3d.metrics.inception import weights_path
 from gan3d.nn import build_discriminator, build_generator
 from gan3d.training import schedules
 from gan3d.training.augment import AugmentPipe
-from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, read_checkpoint, restore_rng,
+from gan3d.errors import CheckpointError
+from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, newest_valid, read_checkpoint, restore_rng,
                                     write_checkpoint)
 from gan3d.training.health import HealthMonitor
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
@@ -109,7 +110,12 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     counters = Counters()
     np_rng = np.random.default_rng([t.seed, rank])
     torch_gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
-    latest = session.load_latest()
+    try:
+        latest = session.load_latest()
+    except CheckpointError:  # a damaged newest checkpoint: resume from the newest one that reads
+        latest = newest_valid(run_dir)
+        if latest is None:
+            raise
     if latest is not None:
         load_modules(latest, modules, optimizers)
         counters = latest.counters
