@@ -236,9 +236,6 @@ def merge(base, other, source: str, schema: Any = None):
         raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
 
 
-_merge = merge
-
-
 def read_yaml(path: str | Path, what: str = "experiment"):
     """A YAML file as an OmegaConf node, or one ConfigError line (missing file, syntax error)."""
     path = Path(path)
@@ -255,14 +252,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     cfg = OmegaConf.structured(ExperimentConfig)
     name = ""
     if path is not None:
-        cfg = _merge(cfg, read_yaml(path), str(path))
+        cfg = merge(cfg, read_yaml(path), str(path))
         name = Path(path).stem
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. training.gamma=0.1")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override '{item}'")
+        cfg = merge(cfg, OmegaConf.from_dotlist([item]), f"override '{item}'")
     if not cfg.run.name and name:
-        cfg = _merge(cfg, {"run": {"name": name}}, "run name")
+        cfg = merge(cfg, {"run": {"name": name}}, "run name")
     out = _finish(cfg)
     return out
 
@@ -282,7 +279,7 @@ def _finish(merged) -> ExperimentConfig:
 
 def from_dict(data: dict) -> ExperimentConfig:
     """Rebuild a validated config from `to_dict` output (checkpoints, Ray worker configs)."""
-    out = _finish(_merge(OmegaConf.structured(ExperimentConfig), data, "config"))
+    out = _finish(merge(OmegaConf.structured(ExperimentConfig), data, "config"))
     return out
 
 
@@ -302,7 +299,7 @@ def set_values(cfg: ExperimentConfig, values: dict[str, Any]) -> ExperimentConfi
         nested: Any = value
         for part in reversed(key.split(".")):
             nested = {part: nested}
-        merged = _merge(merged, OmegaConf.create(nested), f"key '{key}'")
+        merged = merge(merged, OmegaConf.create(nested), f"key '{key}'")
     out = _finish(merged)
     return out
 
@@ -311,7 +308,7 @@ def replace(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig
     """A copy of `cfg` with dotted overrides applied and validated."""
     merged = OmegaConf.structured(cfg)
     for item in overrides:
-        merged = _merge(merged, OmegaConf.from_dotlist([item]), f"override '{item}'")
+        merged = merge(merged, OmegaConf.from_dotlist([item]), f"override '{item}'")
     out = _finish(merged)
     return out
 
