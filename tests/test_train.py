@@ -240,3 +240,30 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_resume_and_render(tmp_path, 
     assert f"skipped {newest.name}" in out and f"using {first.name} at kimg 0.016" in out
     assert row["kimg"] == pytest.approx(0.048)
     assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048])  # 0.032 replayed once
+
+
+def test_bad_data_mid_training_fails_at_once_without_retries(ray_session, tmp_path, synthetic_zip):
+    """A dataset entry that turns out unreadable during training (its header read fine when the run started) is
+    not transient: one clear error naming it, no restarts, and the checkpoints written before stay readable."""
+    import zipfile
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(synthetic_zip) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as dst:
+        names = sorted(n for n in src.namelist() if n.endswith(".png"))
+        for n in src.namelist():  # the last image gets 64 KiB after its PNG end: read only at training time
+            dst.writestr(n, src.read(n) + (bytes(65536) if n == names[-1] else b""))
+    with zipfile.ZipFile(bad) as z:
+        info = z.getinfo(names[-1])
+    raw = bytearray(bad.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # the entry's data
+    raw[start + info.compress_size - 100] ^= 0xFF  # past the header: its CRC fails only on a full read
+    bad.write_bytes(bytes(raw))
+    cfg = tiny("training.kimg=0.48", f"dataset.path={bad}", "training.snap_kimg=0.008")
+    t0 = time.time()
+    with pytest.raises(gan3d.DatasetError, match=names[-1].replace(".", r"\.") + ": unreadable .*Bad CRC"):
+        gan3d.train(cfg, out=str(tmp_path), name="baddata")
+    run = tmp_path / "baddata"
+    assert len((run / "workers.jsonl").read_text().splitlines()) == 1  # started once: no retries
+    assert time.time() - t0 < 120
+    for ck in (p for p in run.glob("checkpoint_*") if p.is_dir()):
+        read_checkpoint(ck)  # what was written before stays readable

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -62,8 +63,11 @@ class Archive:
                 and not n.startswith("__MACOSX") and not n.endswith((".npy", ".npz", ".md", ".txt"))]
 
     def read(self, name: str) -> bytes:
-        with self.open(name) as f:
-            return f.read()
+        try:
+            with self.open(name) as f:
+                return f.read()
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:  # a damaged entry: not transient
+            raise DatasetError(f"{self.describe(name)}: unreadable ({type(e).__name__}: {e})") from None
 
     def open(self, name: str):
         """A binary stream of one entry: reading a header does not read the whole file."""

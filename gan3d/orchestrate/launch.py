@@ -44,8 +44,14 @@ def train_loop_per_worker(config: dict) -> None:
     if not config.get("verbose"):
         _quiet_report_lines()
     session = RaySession(config["run_name"], progress_bar=config.get("progress_bar", False))
-    training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"], config.get("storage_uri"),
-                  console=config.get("console", True))
+    if session.fatal_error() is not None:  # an earlier attempt hit bad data / config / checkpoint: a restart
+        return  # cannot fix it; end quietly and let the driver say it once
+    try:
+        training_loop(cfg, config["run_dir"], session, config["dataset"], config["run_id"], config.get("storage_uri"),
+                      console=config.get("console", True))
+    except Gan3dError as e:
+        if not session.report_fatal(e) or session.world > 1:
+            raise  # no driver to tell; or other ranks may wait in a collective: Train's restart ends them
 
 
 def _quiet_report_lines() -> None:
@@ -272,9 +278,16 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     previous = _install_stop_handlers(stop_flag)
     try:
         result = trainer.fit()
+        fatal = ray.get(stop_flag.error.remote())
     finally:
         _restore_handlers(previous)
         ray.kill(stop_flag)
+    if fatal:  # not transient: said once, no retries; the checkpoints stay as they were
+        from gan3d import errors
+
+        kind, message = fatal
+        cls = getattr(errors, kind, Gan3dError)
+        raise (cls if isinstance(cls, type) and issubclass(cls, Gan3dError) else Gan3dError)(message)
     return _run_result(result, uri or run_dir, ranking_metric(cfg))
 
 
@@ -307,14 +320,22 @@ def _stop_flag(run_name: str):
 
     @ray.remote(num_cpus=0)
     class StopFlag:
+        """The driver's word to the workers (stop after this step) and theirs to it (an error no retry fixes)."""
+
         def __init__(self):
-            self.value = False
+            self.value, self.message = False, None
 
         def set(self):
             self.value = True
 
         def is_set(self) -> bool:
             return self.value
+
+        def fail(self, kind: str, message: str):
+            self.value, self.message = True, (kind, message)
+
+        def error(self):
+            return self.message
 
     name = STOP_ACTOR_PREFIX + run_name
     try:

@@ -103,6 +103,32 @@ class RaySession:
                 "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
                 "device": str(self.device)}
 
+    def _flag(self):
+        import ray
+
+        if self._stop_actor is None:
+            self._stop_actor = ray.get_actor(self._stop_name, namespace=NAMESPACE)
+        return self._stop_actor
+
+    def fatal_error(self) -> Optional[str]:
+        """The error an earlier attempt of this run hit that no restart can fix (bad data, config, checkpoint)."""
+        import ray
+
+        try:
+            return ray.get(self._flag().error.remote(), timeout=10)
+        except Exception:  # no driver flag (a job submitted without one), or it is gone: nothing recorded
+            return None
+
+    def report_fatal(self, error: Exception) -> bool:
+        """Tell the driver; False when there is no driver flag to tell (a sweep trial, a submitted job)."""
+        import ray
+
+        try:
+            ray.get(self._flag().fail.remote(type(error).__name__, str(error)), timeout=10)
+            return True
+        except Exception:
+            return False
+
     def should_stop(self) -> bool:
         """Rank 0 asks the driver's stop flag; the answer is broadcast so every rank stops at the same step."""
         import ray
@@ -110,9 +136,7 @@ class RaySession:
         flag = torch.zeros(1, device=self.device)  # NCCL broadcasts CUDA tensors only
         if self.rank == 0:
             try:
-                if self._stop_actor is None:
-                    self._stop_actor = ray.get_actor(self._stop_name, namespace=NAMESPACE)
-                flag[0] = float(ray.get(self._stop_actor.is_set.remote(), timeout=10))
+                flag[0] = float(ray.get(self._flag().is_set.remote(), timeout=10))
             except (ValueError, ray.exceptions.GetTimeoutError):
                 pass  # no driver flag (e.g. a job submitted without one): never stop early
             except ray.exceptions.RayActorError:  # the flag's node died: a stop flag must not stop training
