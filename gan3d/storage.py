@@ -27,6 +27,15 @@ def is_uri(path) -> bool:
     return isinstance(path, str) and uri_scheme(path) not in ("", "file")
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a local file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
 

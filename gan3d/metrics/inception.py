@@ -9,7 +9,6 @@ never replaced by another network.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -17,6 +16,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from gan3d.storage import file_sha256
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -175,14 +176,6 @@ class FIDInception(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)  # [N, 2048]
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_inception(explicit: str = "", device="cpu") -> tuple[FIDInception, str]:
     """The network with the standard weights and their sha256; InceptionWeightsMissing when absent."""
     path = weights_path(explicit)
@@ -191,7 +184,7 @@ def load_inception(explicit: str = "", device="cpu") -> tuple[FIDInception, str]
     net = FIDInception()
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
-    return net.eval().requires_grad_(False).to(device), sha256_of(path)
+    return net.eval().requires_grad_(False).to(device), file_sha256(path)
 
 
 def download_weights(dest: Optional[str] = None) -> Path:

@@ -21,6 +21,7 @@ import torch
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import CheckpointError
+from gan3d.storage import file_sha256
 
 STATE, CONFIG, META = "state.pt", "config.yaml", "meta.json"
 IMPORTABLE = (".pkl", ".pt", ".pth")  # the reference's snapshots and state dicts, converted on the fly
@@ -51,7 +52,7 @@ def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict
     state["rng"] = rng_state
     torch.save(state, tmp / STATE)
     (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
-    meta = {"format": FORMAT, "state_sha256": _sha256(tmp / STATE),
+    meta = {"format": FORMAT, "state_sha256": file_sha256(tmp / STATE),
             "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
             "epoch": counters.epoch, "kimg": counters.kimg, "metrics": metrics, "dataset": dataset, **(extra_meta or {})}
     (tmp / META).write_text(json.dumps(meta, indent=1))
@@ -88,7 +89,7 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
         raise CheckpointError(f"{path / META}: not valid JSON ({e})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path / META}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("state_sha256") and _sha256(path / STATE) != meta["state_sha256"]:
+    if meta.get("state_sha256") and file_sha256(path / STATE) != meta["state_sha256"]:
         raise CheckpointError(f"{path / STATE}: damaged (its checksum differs from the one written with it)")
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
@@ -97,16 +98,6 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
     cfg = config_mod.load_config(path / CONFIG)
     counters = Counters(meta["cur_nimg"], meta["step"], meta["tick"], meta.get("epoch", 0))
     return LoadedCheckpoint(path, cfg, state, counters, meta.get("metrics", {}))
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def newest_valid(run_dir: Path) -> Optional[LoadedCheckpoint]:
@@ -227,7 +218,7 @@ def import_reference(source: str | Path, out_dir: str | Path, preset: Optional[s
                             f"computes or never uses ({', '.join(sorted(dropped)[:4])}{', ...' if len(dropped) > 4 else ''})"]
     if conv.augment_p is not None:
         report.append(f"augment p {conv.augment_p:.4g}")
-    meta = {"imported_from": {"file": str(source.resolve()), "sha256": snapshot.sha256(source), "report": report}}
+    meta = {"imported_from": {"file": str(source.resolve()), "sha256": file_sha256(source), "report": report}}
     out = write_checkpoint(out_dir, conv.cfg, modules, {}, Counters(cur_nimg=int(round(conv.kimg * 1000))), {}, {},
                            extra_meta=meta)
     return out, report
@@ -236,9 +227,8 @@ def import_reference(source: str | Path, out_dir: str | Path, preset: Optional[s
 def imported(source: Path) -> Path:
     """The gan3d checkpoint of a reference file, converted once into the cache (keyed by its content)."""
     from gan3d.storage import CACHE
-    from gan3d.training.snapshot import sha256
 
-    dest = CACHE / "imports" / sha256(source)[:24]
+    dest = CACHE / "imports" / file_sha256(source)[:24]
     if not (dest / META).is_file():
         import_reference(source, dest)
     return dest

@@ -12,7 +12,6 @@ container modules are kept as data too. Any other global is refused, naming it a
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import math
 import pickle
@@ -291,11 +290,3 @@ def convert_state_dict(path: str | Path, preset: Optional[str]) -> Conversion:
         if bad:
             raise CheckpointError(f"{path}: '{name}' holds non-tensor entries, e.g. '{bad[0]}'")
     return Conversion(config_mod.load_config(preset), states, None, 0.0, [f"all settings from {preset}"])
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
