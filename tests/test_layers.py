@@ -22,7 +22,7 @@ def _rank(module: str) -> int:
     return API if len(parts) == 1 else RANK[parts[1]]
 
 
-def _imports(path: Path, module: str):
+def _imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from ((a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "gan3d")
@@ -39,7 +39,7 @@ def test_no_module_imports_from_a_higher_layer():
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         if module == "gan3d":
             continue  # the API re-exports everything
-        for target, line in _imports(path, module):
+        for target, line in _imports(path):
             if _rank(target) > _rank(module):
                 upward.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
     assert not upward, "\n".join(upward)

@@ -197,8 +197,9 @@ def test_truncated_missing_and_misshaped_snapshots_each_give_one_line(snapshot, 
         assert res.returncode == 2 and expected in res.stderr and f.name in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
         assert not (tmp_path / "out").exists()
+    assert "G_ema" not in read_snapshot(no_ema)
     with pytest.raises(CheckpointError, match="no G_ema"):
-        read_snapshot(no_ema) and gan3d.load_generator(no_ema)
+        gan3d.load_generator(no_ema)
     assert not marker.exists()
 
 
