@@ -278,7 +278,7 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     previous = _install_stop_handlers(stop_flag)
     try:
         result = trainer.fit()
-        fatal = ray.get(stop_flag.error.remote())
+        fatal = _fatal_error(stop_flag)
     finally:
         _restore_handlers(previous)
         ray.kill(stop_flag)
@@ -348,6 +348,16 @@ def _stop_flag(run_name: str):
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     return StopFlag.options(name=name, namespace=NAMESPACE, scheduling_strategy=here).remote()
+
+
+def _fatal_error(stop_flag):
+    """(kind, message) a worker left on the stop flag, or None; a flag lost with its node holds no error."""
+    import ray
+
+    try:
+        return ray.get(stop_flag.error.remote(), timeout=30)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return None
 
 
 def _install_stop_handlers(stop_flag):
