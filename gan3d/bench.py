@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.nn import build_discriminator, build_generator
+from gan3d.nn import build_discriminator, build_generator, set_training_precision
 from gan3d.training.augment import AugmentPipe
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase
 
@@ -63,7 +63,7 @@ def op_paths() -> dict:
 
     return {"modulated_conv": "batched conv (pytorch)" if layers.BATCHED_MODCONV else "reference grouped conv (pytorch)",
             "upfirdn2d": "strided depthwise conv (pytorch)" if layers.FAST_RESAMPLE else "reference upfirdn2d (pytorch)",
-            "bias_act": "pytorch", "triplane_sample": "grid_sample (pytorch)", "volume_integrate": "pytorch"}
+            "fir_filters": "depthwise conv with its own transposed gradient (pytorch)", "bias_act": "pytorch", "triplane_sample": "grid_sample (pytorch)", "volume_integrate": "pytorch"}
 
 
 FAST_PATHS = ("FAST_RESAMPLE", "BATCHED_MODCONV")  # switches in gan3d.nn.layers, each with a reference path
@@ -102,6 +102,7 @@ def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
         torch.backends.cudnn.benchmark = True
     G = build_generator(cfg).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
+    set_training_precision(cfg, G, D)
     t = cfg.training
     parts = GanParts(cfg, G, D, AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device),
                      np.random.default_rng(0))
@@ -149,7 +150,8 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
     per_iter = (times[0] + statistics.median(plain) * (reg - 1)) / reg if reg > 1 else statistics.mean(times)
     shares = _profile_shares(step, dev) if profile else {}
     return BenchResult("train", str(dev), torch.get_num_threads(), iters, batch, batch / per_iter,
-                       batch / statistics.median(times), per_iter / batch * 1000, _peak_gb(dev), shares, op_paths())
+                       batch / statistics.median(times), per_iter / batch * 1000, _peak_gb(dev), shares,
+                       {**op_paths(), "conv_precision": t.precision})
 
 
 def _profile_shares(step, dev: torch.device) -> dict:

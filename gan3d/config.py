@@ -147,6 +147,7 @@ class TrainingConfig:
     resume: str = ""  # checkpoint dir to start from
     resume_only_G: bool = False
     stop_on_divergence: bool = False
+    precision: str = "fp32"  # of G's synthesis and D's blocks while training: fp32 | bf16 (autocast; see docs/PERF.md)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ class ExperimentConfig:
 
 CAMERA_DISTS = ("dataset", "spherical_uniform", "uniform", "normal", "truncated_gaussian", "hybrid")
 PATCH_DISTS = ("beta", "uniform", "discrete_uniform")
+PRECISIONS = ("fp32", "bf16")
 AUGMENT_KINDS = ("ada", "fixed", "none")
 METRICS = ("fid2k_full", "fid50k_full", "kid2k_full", "kid50k_full", "swd")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")  # object stores pyarrow opens (gan3d.storage)
@@ -376,6 +378,7 @@ def validate(cfg: ExperimentConfig) -> None:
          "training.patch.discrete_support", list(p.discrete_support), "a non-empty list of scales in (0, 1]")
 
     need(t.batch > 0, "training.batch", t.batch, "> 0")
+    need(t.precision in PRECISIONS, "training.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
     need(t.batch_gpu >= 0, "training.batch_gpu", t.batch_gpu, ">= 0 (0 = no accumulation)")
     need(t.kimg > 0, "training.kimg", t.kimg, "> 0")
     need(t.gamma >= 0, "training.gamma", t.gamma, ">= 0")

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from gan3d.config import DiscriminatorConfig
-from gan3d.nn.layers import Conv2d, FullyConnected, minibatch_std, normalize_2nd_moment
+from gan3d.nn.layers import Conv2d, FullyConnected, conv_precision, minibatch_std, normalize_2nd_moment
 from gan3d.render.cameras import camera_cond_scalars
 
 PATCH_X_MULTIPLIER = 1000.0  # patch params in [0, 1] are encoded as t = 1000 x
@@ -106,6 +106,7 @@ class PatchDiscriminator(nn.Module):
         self.epilogue_conv = Conv2d(c4 + cfg.mbstd_channels, c4, 3, activation="lrelu")
         self.epilogue_fc = FullyConnected(c4 * 16, c4, activation="lrelu")
         self.out = FullyConnected(c4, self.cmap_dim)
+        self.compute_dtype = torch.float32  # of the blocks; training.precision sets it, the epilogue stays fp32
 
     def forward(self, img: torch.Tensor, patch_params: torch.Tensor, c: Optional[torch.Tensor] = None,
                 angles: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -113,9 +114,10 @@ class PatchDiscriminator(nn.Module):
         code = self.patch_encoder(patch_params)  # [B, 3 * 276]
         h = self.hyper_mapping(code) if self.hyper_mapping is not None else None  # [B, hyper_mod_dim]
         x = None
-        for block in self.blocks:
-            x = block(x, img, h)  # [B, C4, 4, 4] at the end
-        x = minibatch_std(x, self.cfg.mbstd_group, self.cfg.mbstd_channels)
+        with conv_precision(self.compute_dtype, img.device):
+            for block in self.blocks:
+                x = block(x, img, h)  # [B, C4, 4, 4] at the end
+        x = minibatch_std(x.float(), self.cfg.mbstd_group, self.cfg.mbstd_channels)
         x = self.epilogue_fc(self.epilogue_conv(x).flatten(1))  # [B, C4]
         x = self.out(x)  # [B, cmap_dim]
         cond = [code]

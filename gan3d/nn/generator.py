@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from gan3d.config import CameraConfig, GeneratorConfig
-from gan3d.nn.layers import FullyConnected, ModulatedConv, normalize_2nd_moment, upsample2d, fir_filter
+from gan3d.nn.layers import (FullyConnected, ModulatedConv, conv_precision, fir_filter, normalize_2nd_moment,
+                             upsample2d)
 from gan3d.render import cameras, rays, triplane, volume
 from gan3d.render.cameras import camera_cond_scalars
 
@@ -112,16 +113,18 @@ class TriplaneSynthesis(nn.Module):
             self.blocks.append(SynthesisBlock(0 if r == 4 else ch[r // 2], ch[r], cfg.w_dim, r, 3 * cfg.triplane_channels))
         # each block consumes its convs' ws; the torgb w is shared with the next block's first conv (StyleGAN2)
         self.num_ws = sum(1 if r == 4 else 2 for r in self.resolutions) + 1
+        self.compute_dtype = torch.float32  # training.precision sets it on the trained copy; renders stay fp32
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         x = img = None
         w_idx = 0
-        for block in self.blocks:
-            n = 1 if block.conv0 is None else 2
-            x, img = block(x, img, ws[:, w_idx: w_idx + n + 1], noise_mode)
-            w_idx += n
+        with conv_precision(self.compute_dtype, ws.device):
+            for block in self.blocks:
+                n = 1 if block.conv0 is None else 2
+                x, img = block(x, img, ws[:, w_idx: w_idx + n + 1], noise_mode)
+                w_idx += n
         B, _, T, _ = img.shape
-        return img.reshape(B, 3, self.plane_channels, T, T)  # [B, 3, C, T, T]
+        return img.float().reshape(B, 3, self.plane_channels, T, T)  # [B, 3, C, T, T], fp32 for rendering
 
 
 class TriplaneDecoder(nn.Module):

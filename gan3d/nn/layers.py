@@ -16,6 +16,14 @@ import torch.nn.functional as F
 
 LRELU_GAIN = math.sqrt(2)
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # config.PRECISIONS
+
+
+def conv_precision(dtype: torch.dtype, device: torch.device):
+    """Autocast for a conv stack at `dtype` (a no-op at fp32). bf16 keeps fp32's exponent range, so unlike
+    StyleGAN2-ADA's fp16 blocks it needs no loss scaling; conv_clamp (256) still bounds activations."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, act: str = "linear", gain: Optional[float] = None,
              clamp: Optional[float] = None, dim: int = 1) -> torch.Tensor:
@@ -43,6 +51,42 @@ def fir_filter(taps=(1, 3, 3, 1)) -> torch.Tensor:
     return f / f.sum()
 
 
+class _FilterConv(torch.autograd.Function):
+    """Depthwise conv of x [B, C, H, W] with a constant filter w [C, 1, k, k] (stride s, or its transpose),
+    whose backward is the same op transposed, so it is differentiable to any order at the cost of one
+    depthwise conv per order.
+
+    Why not F.conv2d: PyTorch's generic double backward of a grouped conv runs one conv per group to build
+    a filter gradient that a constant filter never needs. R1 differentiates D twice, and on an H200 those
+    per-channel calls of D's FIR filters were 65% of an ffhq512 step's GPU time (docs/PERF.md). StyleGAN2-ADA's
+    upfirdn2d op is written the same way (its gradient is upfirdn2d with the filter flipped).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, stride: int, transpose: bool):
+        ctx.save_for_backward(w)
+        ctx.stride, ctx.transpose, ctx.in_hw = stride, transpose, x.shape[-2:]
+        w = w.to(x.dtype)
+        if not transpose:
+            return F.conv2d(x, w, stride=stride, groups=x.shape[1])
+        return F.conv_transpose2d(x, w, stride=stride, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, gy):
+        (w,) = ctx.saved_tensors
+        gx = _FilterConv.apply(gy, w, ctx.stride, not ctx.transpose)
+        if not ctx.transpose:  # a strided conv ignores the input's last rows/columns when (H - k) % s != 0
+            H, W = ctx.in_hw
+            gx = F.pad(gx, [0, W - gx.shape[-1], 0, H - gx.shape[-2]])
+        return gx, None, None, None
+
+
+def filter_conv(x: torch.Tensor, f: torch.Tensor, stride: int = 1, transpose: bool = False) -> torch.Tensor:
+    """Depthwise correlation of every channel of x [B, C, H, W] with one constant 2-D filter f [kh, kw] (no
+    padding), strided, or its transpose (F.conv_transpose2d semantics): see _FilterConv."""
+    return _FilterConv.apply(x, f[None, None].expand(x.shape[1], 1, *f.shape).contiguous(), stride, transpose)
+
+
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0, 0, 0), gain: float = 1.0):
     """Upsample by zero insertion, pad, FIR-filter, downsample: [B, C, H, W] -> [B, C, H', W'].
 
@@ -56,8 +100,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, pad=
     x0, x1, y0, y1 = pad
     x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
     x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
-    f = (f * gain).to(x.dtype).flip([0, 1])
-    x = F.conv2d(x, f[None, None].repeat(C, 1, 1, 1), groups=C)  # depthwise FIR
+    x = filter_conv(x, (f * gain).flip([0, 1]))  # depthwise FIR
     return x[:, :, ::down, ::down] if down > 1 else x
 
 
@@ -75,9 +118,7 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     # A depthwise transposed conv with stride `up` is zero insertion + the (flipped) filter without
     # multiplying the inserted zeros: the same sums, a quarter of the work. Its implicit padding is
     # k - 1 - p on each side, so it is cropped back to upfirdn2d's (p0, p1) here.
-    C = x.shape[1]
-    w = (f * up ** 2).to(x.dtype)[None, None].repeat(C, 1, 1, 1)  # conv_transpose2d flips the kernel itself
-    y = F.conv_transpose2d(x, w, stride=up, groups=C)  # [B, C, (H-1)*up + k, ...]
+    y = filter_conv(x, f * up ** 2, up, transpose=True)  # [B, C, (H-1)*up + k, ...]; it flips the kernel itself
     lo, hi = k - 1 - p0, k - 1 - p1 - (up - 1)
     return y[:, :, lo: y.shape[2] - hi, lo: y.shape[3] - hi]
 
@@ -89,9 +130,7 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2, pad: int = 0) 
     if not FAST_RESAMPLE:
         return upfirdn2d(x, f, down=down, pad=(p0, p1, p0, p1))
     # a strided depthwise conv computes only the outputs the reference keeps after filtering at full rate
-    C = x.shape[1]
-    w = f.to(x.dtype).flip([0, 1])[None, None].repeat(C, 1, 1, 1)
-    return F.conv2d(F.pad(x, [p0, p1, p0, p1]), w, stride=down, groups=C)
+    return filter_conv(F.pad(x, [p0, p1, p0, p1]), f.flip([0, 1]), down)
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding: int = 0,
@@ -259,6 +298,5 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
     f = torch.exp2(-(t / sigma).square())
     f = f / f.sum()
-    C = x.shape[1]
-    x = F.conv2d(x, f.view(1, 1, 1, -1).repeat(C, 1, 1, 1), padding=(0, r), groups=C)
-    return F.conv2d(x, f.view(1, 1, -1, 1).repeat(C, 1, 1, 1), padding=(r, 0), groups=C)
+    x = filter_conv(F.pad(x, [r, r, 0, 0]), f[None, :])  # rows
+    return filter_conv(F.pad(x, [0, 0, r, r]), f[:, None])  # columns
