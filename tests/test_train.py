@@ -242,6 +242,35 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_resume_and_render(tmp_path, 
     assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048])  # 0.032 replayed once
 
 
+def test_ticks_of_a_killed_attempt_reach_wandb_after_the_resume(tmp_path, synthetic_zip, capsys):
+    """SIGKILL loses W&B's buffered run file; the resumed attempt logs what metrics.parquet has and W&B lacks."""
+    from gan3d.training.loop import training_loop
+    from gan3d.training.session import LocalSession
+
+    over = TINY + ["training.snap_kimg=0.032", "training.image_kimg=10", "metrics.metrics=[]"]
+    code = (f"from gan3d.config import load_config; from gan3d.training.loop import training_loop; "
+            f"from gan3d.training.session import LocalSession; "
+            f"training_loop(load_config({str(SMOKE)!r}, {over + ['training.kimg=10']!r}), {str(tmp_path)!r}, "
+            f"LocalSession({str(tmp_path)!r}), {str(synthetic_zip)!r}, 'killed')")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if (tmp_path / "metrics.parquet").is_file() and len(read_metrics(tmp_path)) >= 3:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    killed = [p for p in (tmp_path / "wandb").glob("*run-*/run-*.wandb")]
+    assert killed and all(len(history(p)) == 0 for p in killed)  # what SIGKILL leaves of W&B's buffered file
+    capsys.readouterr()
+    training_loop(load_config(SMOKE, over + ["training.kimg=0.064"]), tmp_path, LocalSession(tmp_path),
+                  str(synthetic_zip), "killed")
+    assert "W&B lacked 2 tick(s) of an earlier attempt (kimg 0.016-0.032)" in capsys.readouterr().out
+    logged = [round(r["kimg"], 6) for p in (tmp_path / "wandb").glob("*run-*/run-*.wandb") for r in history(p)]
+    assert sorted(logged) == [0.016, 0.032, 0.048, 0.064]  # every tick once
+    assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048, 0.064])
+
+
 def test_bad_data_mid_training_fails_at_once_without_retries(ray_session, tmp_path, synthetic_zip):
     """A dataset entry that turns out unreadable during training (its header read fine when the run started) is
     not transient: one clear error naming it, no restarts, and the checkpoints written before stay readable."""

@@ -30,6 +30,19 @@ def resolve_mode(cfg: LoggingConfig) -> str:
     return "offline"
 
 
+def logged_kimg(run_dir: Path) -> set[float]:
+    """kimg of every history row in the run dir's W&B files, every attempt's (rounded to 1e-6)."""
+    from gan3d.track.wandb_reader import history
+
+    kimgs: set[float] = set()
+    for path in Path(run_dir).glob("wandb/*run-*/run-*.wandb"):
+        try:
+            kimgs.update(round(float(row["kimg"]), 6) for row in history(path) if "kimg" in row)
+        except Exception:  # noqa: BLE001 - a torn file from a killed attempt: what it holds is unknown, skip it
+            continue
+    return kimgs
+
+
 class WandbRun:
     """A thin holder of the rank-0 run; every method is a no-op when W&B is disabled."""
 
@@ -58,6 +71,22 @@ class WandbRun:
             return
         self.run.define_metric("kimg")
         self.run.define_metric("*", step_metric="kimg")
+
+    def backfill(self, rows: list[dict], run_dir: Path) -> list[float]:
+        """Log the rows of metrics.parquet that no W&B file of this run holds; returns their kimg.
+
+        W&B's service buffers its run file and loses it when the process is killed with SIGKILL (an offline
+        run file stays at its 7-byte header), so a resumed run would miss the killed attempt's ticks. The
+        Parquet table is written atomically every tick: it is the record, W&B is filled from it, once.
+        Only this run dir's files are read, so ticks logged by an attempt on another node are logged again.
+        """
+        if self.run is None:
+            return []
+        have = logged_kimg(run_dir)
+        missing = [r for r in rows if "kimg" in r and round(float(r["kimg"]), 6) not in have]
+        for r in missing:
+            self.run.log({k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        return [float(r["kimg"]) for r in missing]
 
     def log(self, data: dict) -> None:
         if self.run is not None:

@@ -159,6 +159,10 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     if rank == 0:
         store = MetricsStore(run_dir, resume_kimg=counters.kimg)
         wandb = WandbRun(cfg, cfg_dict, run_dir, run_id, resolve_mode(cfg.logging))
+        lost = wandb.backfill(store.rows, run_dir) if latest is not None else []
+        if lost:
+            print0(f"gan3d: W&B lacked {len(lost)} tick(s) of an earlier attempt (kimg {lost[0]:.3f}-{lost[-1]:.3f});"
+                   " logged them from metrics.parquet")
         bar = session.progress(int(t.kimg * 1000), counters.cur_nimg)
         grid_gen = torch.Generator().manual_seed(123)
         grid_z = torch.randn(cfg.logging.grid_size, G.cfg.z_dim, generator=grid_gen).to(device)
