@@ -1,6 +1,8 @@
 """Single runs on a real local Ray Train cluster: train, report, checkpoint, resume (with another worker
 count), survive a killed worker, stop gracefully on SIGTERM, log to an offline W&B run, fail fast."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +65,15 @@ def test_wandb_offline_run_holds_scalars_and_media(first_run):
 def test_rerun_resumes_at_the_right_kimg_with_two_workers(first_run):
     res, out = first_run
     before = read_metrics(res.run_dir)
+    # what a killed attempt can leave beside Ray's registered checkpoints: a newer complete dir, a partial one
+    newer, partial = res.run_dir / "checkpoint_2099-01-01_00-00-00.000000", res.run_dir / "checkpoint_2099-01-02"
+    shutil.copytree(res.latest_checkpoint, newer)
+    meta = json.loads((newer / "meta.json").read_text())
+    (newer / "meta.json").write_text(json.dumps({**meta, "cur_nimg": 80}))
+    partial.mkdir()
+    (partial / "state.pt").write_bytes((newer / "state.pt").read_bytes()[:100])
     again = gan3d.train(tiny("training.kimg=0.096"), out=str(out), name="smoke1", workers=2)
+    assert not newer.exists() and not partial.exists()  # removed, not resumed from
     assert again.stop_reason == "done" and again.kimg == pytest.approx(0.096)
     df = read_metrics(res.run_dir)
     new = df[df["kimg"] > 0.048 + 1e-9]
@@ -269,6 +279,33 @@ def test_ticks_of_a_killed_attempt_reach_wandb_after_the_resume(tmp_path, synthe
     logged = [round(r["kimg"], 6) for p in (tmp_path / "wandb").glob("*run-*/run-*.wandb") for r in history(p)]
     assert sorted(logged) == [0.016, 0.032, 0.048, 0.064]  # every tick once
     assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048, 0.064])
+
+
+def test_a_rerun_stops_what_a_killed_drivers_local_ray_left_running(tmp_path):
+    """SIGKILL of a driver that started its own Ray leaves Ray's agents running as orphans; the rerun of the
+    same run dir stops exactly the processes that driver recorded, and only those."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *TINY, "--out", str(tmp_path), "--name", "orphans",
+           "metrics.metrics=[]", "training.image_kimg=10"]
+    proc = subprocess.Popen(cmd + ["training.kimg=10"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "tick 1 " in line:
+            break
+    proc.kill()
+    proc.wait()
+    record = json.loads((tmp_path / "orphans" / ".ray_processes.json").read_text())
+    assert record["driver"]["pid"] == proc.pid
+    time.sleep(3)
+    left = [psutil.Process(e["pid"]) for e in record["processes"] if psutil.pid_exists(e["pid"])]
+    assert left and all(p.ppid() == 1 for p in left), "nothing orphaned: the drill no longer reproduces"
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # not Ray's: untouched
+    res = subprocess.run(cmd + ["training.kimg=0.016"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "process(es) of the local Ray an earlier, killed run of" in res.stdout, res.stdout[-2000:]
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in left)
+    assert bystander.poll() is None
+    bystander.kill()
 
 
 def test_bad_data_mid_training_fails_at_once_without_retries(ray_session, tmp_path, synthetic_zip):

@@ -18,6 +18,7 @@ from typing import Optional
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import ConfigError, Gan3dError
+from gan3d.orchestrate import leftovers
 from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
 from gan3d.track.store import MetricsStore
 from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
@@ -140,8 +141,11 @@ def check_reachable(address: str, timeout_s: float) -> None:
                          f"is reachable from this machine (run.connect_timeout_s sets the wait)") from None
 
 
-def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float = 30.0) -> Optional[Path]:
-    """Start (or join) Ray unless this process already has; returns Ray's log directory."""
+def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float = 30.0,
+                owner_dir: Optional[Path] = None) -> Optional[Path]:
+    """Start (or join) Ray unless this process already has; returns Ray's log directory. A local Ray started
+    for `owner_dir` (a run or sweep dir) is recorded there, and what an earlier killed driver's local Ray left
+    running is stopped first (gan3d.orchestrate.leftovers)."""
     import logging
 
     import ray
@@ -150,12 +154,19 @@ def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float 
         return None
     if address:
         check_reachable(address, timeout_s)
+    elif owner_dir is not None:
+        stopped = leftovers.stop_leftovers(owner_dir)
+        if stopped:
+            print(f"gan3d: stopped {stopped} process(es) of the local Ray an earlier, killed run of {owner_dir} "
+                  "left running", flush=True)
     if not verbose:
         quiet_ray(local=not address)
     env = storage_env()
     ctx = ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True,
                    logging_level=logging.INFO if verbose else logging.WARNING,
                    runtime_env={"env_vars": env} if env else None)
+    if not address and owner_dir is not None:
+        leftovers.record_local_ray(owner_dir)
     session = ctx.address_info.get("session_dir")
     return Path(session) / "logs" if session else None
 
@@ -270,7 +281,7 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
 
     import ray
 
-    link = link_ray_logs(run_dir, _ensure_ray(address, verbose, cfg.run.connect_timeout_s))
+    link = link_ray_logs(run_dir, _ensure_ray(address, verbose, cfg.run.connect_timeout_s, owner_dir=run_dir))
     if header and link is not None and not verbose:
         print(f"gan3d: Ray's own log lines: {link} (--verbose shows them here)", flush=True)
     stop_flag = _stop_flag(cfg.run.name)

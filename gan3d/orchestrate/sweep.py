@@ -276,7 +276,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})
     dataset = share_local_dataset(prepare_dataset(base, sweep_dir), sweep_dir, uri)
-    _ensure_ray(address, verbose, base.run.connect_timeout_s)
+    _ensure_ray(address, verbose, base.run.connect_timeout_s, owner_dir=sweep_dir)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
     # exploit another's checkpoint after that trial has moved on (Tune's num_to_keep deleted them under PBT).

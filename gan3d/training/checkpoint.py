@@ -113,6 +113,24 @@ def newest_valid(run_dir: Path) -> Optional[LoadedCheckpoint]:
     return None
 
 
+def stray_checkpoints(run_dir: Path, latest: LoadedCheckpoint) -> list[Path]:
+    """Ray Train checkpoint dirs that a killed attempt left after the checkpoint a new attempt resumes from:
+    newer than it, or never completed (no readable meta.json or no state.pt). Ray Train never registered
+    them, so `run.num_to_keep` would never remove them, and the run goes on from `latest` either way."""
+    stray = []
+    for p in sorted(Path(run_dir).glob("checkpoint_*")):
+        if not p.is_dir() or p.resolve() == Path(latest.path).resolve():
+            continue
+        try:
+            newer = int(json.loads((p / META).read_text())["cur_nimg"]) > latest.counters.cur_nimg
+            complete = (p / STATE).is_file()
+        except (OSError, ValueError, KeyError, TypeError):
+            newer, complete = False, False
+        if newer or not complete:
+            stray.append(p)
+    return stray
+
+
 def load_modules(ckpt: LoadedCheckpoint, modules: dict[str, torch.nn.Module],
                  optimizers: Optional[dict[str, torch.optim.Optimizer]] = None) -> None:
     """Copy weights (and optimizer states, when given) into live modules; names the part that does not fit."""

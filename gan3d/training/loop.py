@@ -24,7 +24,7 @@ from gan3d.training import schedules
 from gan3d.training.augment import AugmentPipe
 from gan3d.errors import CheckpointError
 from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, newest_valid, read_checkpoint, restore_rng,
-                                    write_checkpoint)
+                                      stray_checkpoints, write_checkpoint)
 from gan3d.training.health import HealthMonitor
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
 from gan3d.training.session import checkpoint_tmpdir, record_placement
@@ -113,6 +113,11 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     torch_gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
     try:
         latest = session.load_latest()
+        if latest is not None and rank == 0 and storage_uri is None:  # a killed attempt's unregistered dirs
+            for stray in stray_checkpoints(run_dir, latest):
+                shutil.rmtree(stray, ignore_errors=True)
+                console and print(f"gan3d: removed {stray.name}: written by an earlier attempt after {latest.path.name}, "
+                      "never registered", flush=True)
     except CheckpointError:  # a damaged newest checkpoint: resume from the newest one that reads
         latest = newest_valid(run_dir)
         if latest is None:
