@@ -36,5 +36,13 @@ def export_mesh(G, seed: int, out, resolution: int = 128, cube_size=None, level=
     return _export(G, seed, out, resolution, cube_size, level)
 
 
-__all__ = ["export_mesh", "ExperimentConfig", "load_config", "train", "sweep", "load_generator", "Gan3dError", "ConfigError",
+def invert(G, images, cameras, settings=None, **kwargs):
+    """Photos [N, 3, R, R] in [-1, 1] seen from cameras [N, 3] -> one Inversion each (latent ws, camera,
+    reconstruction, metrics, and for mode 'pti' the tuned generator); settings: gan3d.inversion.InvertSettings
+    or its fields as keywords (mode='wplus', steps=300, ...)."""
+    from gan3d.inversion import InvertSettings, invert as _invert
+    return _invert(G, images, cameras, settings or InvertSettings(**kwargs))
+
+
+__all__ = ["export_mesh", "invert", "ExperimentConfig", "load_config", "train", "sweep", "load_generator", "Gan3dError", "ConfigError",
            "DatasetError", "CheckpointError"]

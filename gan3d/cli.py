@@ -16,6 +16,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "eval": "gan3d eval runs/smoke --metrics swd,fid2k_full",
     "render": "gan3d render runs/smoke --vis video --seeds 0-3 --out renders",
     "report": "gan3d report runs/smoke sweeps/smoke --out report.html",
+    "invert": "gan3d invert runs/smoke photos/*.png --out inverted --mode pti --workers 2",
     "describe": "gan3d describe experiments/ffhq512.yaml training.patch.resolution=32",
     "import-checkpoint": "gan3d import-checkpoint network-snapshot-025000.pkl ckpt/ffhq --preset experiments/ffhq512.yaml",
     "dataset": "gan3d dataset convert faces.zip faces_parquet --poses eg3d --resolution 256",
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(p)
     p.add_argument("--iters", type=int, default=5, help="timed iterations after warm-up")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--mode", choices=["train", "generate"], default="train")
+    p.add_argument("--mode", choices=["train", "generate", "invert"], default="train",
+                   help="invert: inversion of renders of known latents (PSNR, novel views)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--workers", type=int, default=1, help="also measure gloo scaling over N processes")
     p.add_argument("--plan", action="store_true", help="find the largest batch_gpu that fits memory")
@@ -90,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-resolution", type=int, default=128, help="density grid size (density, geometry)")
     p.add_argument("--cube-size", type=float, help="side of the density cube in world units (default 2 x cube_scale)")
     p.add_argument("--out", required=True, help="output directory")
+
+    p = sub.add_parser("invert", help="photos -> latent, camera and (PTI) a tuned generator; novel views and meshes")
+    p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its best checkpoint)")
+    p.add_argument("images", nargs="+", help="image files (RGB or RGBA, square or cropped square with --crop)")
+    p.add_argument("--out", required=True, help="output directory: one folder per image")
+    p.add_argument("--mode", default="pti", help="w | wplus | pti (W+ then pivotal tuning)")
+    p.add_argument("--steps", type=int, default=500, help="projection steps")
+    p.add_argument("--pti-steps", type=int, default=350, help="pivotal tuning steps (--mode pti)")
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--camera", help="YAW,PITCH in radians, gan3d's convention (default: fitted)")
+    cam.add_argument("--poses", help="a dataset.json whose camera_angles name the images")
+    p.add_argument("--fit-camera", action="store_true", help="refine yaw and pitch even when given")
+    p.add_argument("--crop", help="LEFT,TOP,RIGHT,BOTTOM pixel box applied before resizing")
+    p.add_argument("--resolution", type=int, default=0, help="fit at this size (default: the training resolution)")
+    p.add_argument("--lpips", default="", help="NVIDIA's vgg16.pt for LPIPS (default: $GAN3D_LPIPS_WEIGHTS or the cache)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="spread the images over this many Ray workers")
+    p.add_argument("--address", help="Ray cluster HEAD:PORT (default: a local Ray when --workers > 1)")
+    p.add_argument("--wandb", action="store_true", help="log metrics and reconstructions to a W&B run (offline unless "
+                   "W&B is configured online)")
 
     p = sub.add_parser("report", help="an HTML comparison of runs and sweeps (and a W&B Report)")
     p.add_argument("paths", nargs="+", help="run directories and/or sweep directories")
@@ -210,6 +232,15 @@ def _bench(args) -> int:
             f"{name:>24}: {rate:.3f} img/s ({cmp['speedup_vs_reference'][name]:.2f}x reference ops)"
             for name, rate in cmp["img_per_s"].items()))
         return 0
+    if args.mode == "invert":
+        inv = bench.bench_invert(cfg)
+        print(json.dumps(inv, indent=1) if args.json else "\n".join(
+            [f"gan3d: inversion of {inv['images']} renders of known latents at {inv['resolution']} px "
+             f"({inv['steps']} + {inv['pti_steps']} steps); the mean latent's novel views: "
+             f"{inv['mean_latent_novel_psnr']:.2f} dB"] +
+            [f"{m:>6}: PSNR {r['psnr']:.2f} dB, novel views (+-30 deg yaw) {r['novel_psnr']:.2f} dB, "
+             f"{r['sec_per_image']:.1f} s/image" for m, r in inv["modes"].items()]))
+        return 0
     if args.mode == "generate":
         res = bench.bench_generate(cfg, args.iters, args.device)
     else:
@@ -243,6 +274,59 @@ def _render(args) -> int:
                    args.frames, args.fps, args.grid_resolution, args.cube_size)
     for f in files:
         print(f"gan3d: wrote {f}")
+    return 0
+
+
+def _numbers(text: Optional[str], flag: str, n: int, kind=float) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise ConfigError(f"{flag} {text!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def _log_inversions(rows: list[dict], out: str, settings) -> None:
+    """One W&B run for the batch: a row per image (metrics and its target | reconstruction)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import wandb
+
+    from gan3d.config import LoggingConfig
+    from gan3d.track.wandb_run import resolve_mode
+
+    run = wandb.init(project=LoggingConfig().project, job_type="invert", dir=out, config=asdict(settings),
+                     mode=resolve_mode(LoggingConfig()))
+    for i, r in enumerate(rows):
+        d = Path(r["out"])
+        run.log({"image_index": i, "psnr": r["psnr"], "ssim": r["ssim"], "ms_ssim": r["ms_ssim"],
+                 "target": wandb.Image(str(d / "target.png"), caption=Path(r["image"]).name),
+                 "reconstruction": wandb.Image(str(d / "reconstruction.png"), caption=Path(r["image"]).name)})
+    run.finish()
+
+
+def _invert(args) -> int:
+    from gan3d.inversion import InvertSettings, invert_files, invert_on_ray
+
+    settings = InvertSettings(mode=args.mode, steps=args.steps, pti_steps=args.pti_steps, fit_camera=args.fit_camera,
+                              lpips=args.lpips, seed=args.seed)
+    kwargs = dict(settings=settings, camera=_numbers(args.camera, "--camera", 2), poses=args.poses,
+                  crop=_numbers(args.crop, "--crop", 4, int), resolution=args.resolution)
+    if args.workers > 1 or args.address:
+        from gan3d.orchestrate.launch import _ensure_ray
+
+        _ensure_ray(args.address)
+        rows = invert_on_ray(args.checkpoint, args.images, args.out, max(args.workers, 1), **kwargs)
+    else:
+        rows = invert_files(args.checkpoint, args.images, args.out, **kwargs)
+    if args.wandb:
+        _log_inversions(rows, args.out, settings)
+    print(f"gan3d: inverted {len(rows)} image(s) into {args.out}; mean PSNR "
+          f"{sum(r['psnr'] for r in rows) / len(rows):.2f} dB ({rows[0]['perceptual']} as the perceptual term)")
     return 0
 
 
@@ -340,7 +424,8 @@ def _download_inception(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "render": _render, "report": _report, "bench": _bench,
+COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "render": _render, "invert": _invert, "report": _report,
+            "bench": _bench,
             "describe": _describe, "dataset": _dataset, "submit": _jobs, "status": _jobs, "logs": _jobs,
             "download-inception": _download_inception, "import-checkpoint": _import_checkpoint}
 

@@ -75,12 +75,15 @@ def write_video(frames: torch.Tensor, path: Path, fps: int) -> Path:
 
 
 @torch.no_grad()
-def density_grid(G, z: torch.Tensor, resolution: int, cube_size: float, truncation_psi: float = 1.0) -> np.ndarray:
-    """softplus density of one latent on a resolution^3 grid spanning [-cube_size/2, cube_size/2]^3 (world units)."""
+def density_grid(G, z: Optional[torch.Tensor], resolution: int, cube_size: float, truncation_psi: float = 1.0,
+                 ws: Optional[torch.Tensor] = None) -> np.ndarray:
+    """softplus density of one latent (z [1, z_dim], or ws [1, num_ws, w_dim]) on a resolution^3 grid spanning
+    [-cube_size/2, cube_size/2]^3 (world units)."""
     from gan3d.render.triplane import sample_triplane
 
-    ws = G.map(z[:1], _labels(G, 1), torch.tensor([[G.camera.yaw_mean, G.camera.pitch_mean, 0.0]]), truncation_psi)
-    planes = G.synthesis(ws, "const")
+    if ws is None:
+        ws = G.map(z[:1], _labels(G, 1), torch.tensor([[G.camera.yaw_mean, G.camera.pitch_mean, 0.0]]), truncation_psi)
+    planes = G.synthesis(ws[:1], "const")
     lin = torch.linspace(-cube_size / 2, cube_size / 2, resolution)
     grid = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)  # [N, 3] x, y, z
     out = []
@@ -107,14 +110,21 @@ def export_mesh(G, seed: int, out: str | Path, resolution: int = 128, cube_size:
     with mrcfile.new(paths["mrc"], overwrite=True) as mrc:
         mrc.set_data(sigma.transpose(2, 1, 0).astype(np.float32))  # MRC is z-major
         mrc.voxel_size = cube / resolution
-    verts, faces = mcubes.marching_cubes(sigma, level)
-    verts = verts / (resolution - 1) * cube - cube / 2  # grid index -> world coordinates
-    _write_ply(paths["ply"], verts, faces)
+    verts, faces = surface(sigma, cube, level)
+    write_ply(paths["ply"], verts, faces)
     mcubes.export_obj(verts, faces, str(paths["obj"]))
     return paths
 
 
-def _write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
+def surface(sigma: np.ndarray, cube: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of a density grid at `level`: vertices in world coordinates [V, 3], faces [F, 3]."""
+    import mcubes
+
+    verts, faces = mcubes.marching_cubes(sigma, level)
+    return verts / (sigma.shape[0] - 1) * cube - cube / 2, faces  # grid index -> world coordinates
+
+
+def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     with open(path, "w") as f:
         f.write(f"ply\nformat ascii 1.0\nelement vertex {len(verts)}\nproperty float x\nproperty float y\n"
                 f"property float z\nelement face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")

@@ -112,7 +112,7 @@ class Metadata:
     extra: dict = field(default_factory=dict)  # e.g. preprocessing, synthetic scene notes
 
 
-def _angle_problems(name: str, a) -> Optional[str]:
+def angle_problems(name: str, a) -> Optional[str]:
     if not isinstance(a, (list, tuple)) or len(a) != 3 or not all(isinstance(v, (int, float)) for v in a):
         return f"camera_angles['{name}'] = {a!r}: expected [yaw, pitch, roll] numbers"
     yaw, pitch, _ = a
@@ -152,7 +152,7 @@ def parse_metadata(archive: Archive, collect: Optional[list[str]] = None) -> Met
         problem(f"{where}: 'camera_angles' must map image paths to [yaw, pitch, roll]")
         angles = {}
     for name, a in angles.items():
-        if (msg := _angle_problems(name, a)) is not None:
+        if (msg := angle_problems(name, a)) is not None:
             problem(f"{where}: {msg}")
         else:
             meta.angles[name] = [float(v) for v in a]

@@ -1,0 +1,403 @@
+"""`gan3d invert`: a photo -> the generator's latent (W or W+) and camera, and with pivotal tuning a generator
+tuned around that latent; from them novel views, an orbit video and a mesh.
+
+Method, from the papers:
+- Projection is StyleGAN2's projector (Karras et al. 2020, "Analyzing and Improving the Image Quality of
+  StyleGAN", Sec. 5): start at the mapping network's mean w (of 2,000 samples) (and a few random w: the one whose render is
+  closest continues), Adam whose learning rate ramps up over the first 5% of the steps and down (cosine) over
+  the last 25%, Gaussian noise on w that decays quadratically to zero over the first 75%, and the synthesis
+  noise maps optimised with a penalty on their autocorrelation at every scale (then renormalised each step).
+- W+ frees each layer's w (Abdal et al. 2019, "Image2StyleGAN").
+- PTI (Roich et al. 2022, "Pivotal Tuning for Latent-based Editing of Real Images") then fine-tunes G around the
+  pivot latent, with a locality term: for latents a fixed distance from the pivot towards random ones, the
+  tuned G must render what the original G rendered.
+- Optionally the camera's yaw and pitch are refined jointly with the latent (`fit_camera`).
+Loss: mean squared error plus a perceptual distance (gan3d.metrics.similarity: LPIPS if its weights are
+present, else 1 - MS-SSIM; the one used is recorded).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gan3d.errors import ConfigError, Gan3dError
+from gan3d.metrics.similarity import lpips_missing_message, ms_ssim, perceptual, psnr, ssim
+
+MODES = ("w", "wplus", "pti")
+RESIZE_FILTER = "bicubic, antialiased (torch.nn.functional.interpolate)"
+
+
+@dataclass(frozen=True)
+class InvertSettings:
+    mode: str = "pti"  # w | wplus | pti (W+ projection, then pivotal tuning)
+    steps: int = 500  # projection steps
+    pti_steps: int = 350
+    lr: float = 0.1  # projection's peak learning rate (StyleGAN2's projector)
+    pti_lr: float = 3e-4
+    starts: int = 4  # random w tried besides the mean w
+    initial_noise: float = 0.05  # noise on w, in units of the w std, at step 0
+    noise_ramp: float = 0.75  # ... decaying to 0 by this fraction of the steps
+    noise_reg: float = 1e5  # weight of the noise maps' autocorrelation penalty
+    perceptual_weight: float = 1.0
+    locality_weight: float = 1.0  # PTI's locality term
+    locality_step: float = 0.5  # locality latents: this fraction of the way from the pivot to a random w (PTI moves
+    # a fixed distance alpha = 30 in StyleGAN2's 512-d W, about half the way to a random w; a fraction fits any w_dim)
+    fit_camera: bool = False  # refine yaw and pitch jointly with the latent
+    lpips: str = ""  # path of vgg16.pt; '' = $GAN3D_LPIPS_WEIGHTS or the cache
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.steps < 1 or self.pti_steps < 0 or self.starts < 0:
+            raise ConfigError(f"--steps {self.steps} / pti_steps {self.pti_steps} / starts {self.starts}: "
+                              "expected steps >= 1, the others >= 0")
+
+
+@dataclass
+class Inversion:
+    """One photo's result: ws [1, num_ws, w_dim], angles [1, 3], target and reconstruction [1, 3, H, W]."""
+    ws: torch.Tensor
+    angles: torch.Tensor
+    target: torch.Tensor
+    reconstruction: torch.Tensor
+    loss: list[float]  # per step: projection, then tuning
+    perceptual: str
+    G: Optional[torch.nn.Module] = None  # the tuned generator (PTI)
+    metrics: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def load_image(path: str | Path, resolution: int, crop: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """An image file -> [1, 3, R, R] in [-1, 1]: cropped to (left, top, right, bottom) if given, alpha over white,
+    resized with RESIZE_FILTER. Bad files are one line naming the file."""
+    import imageio.v3 as iio
+
+    try:
+        arr = np.asarray(iio.imread(path))
+    except Exception as e:  # noqa: BLE001 - imageio raises per-plugin types
+        raise Gan3dError(f"{path}: not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise Gan3dError(f"{path}: {arr.shape[2] if arr.ndim == 3 else 1} channel(s); expected RGB or RGBA")
+    img = torch.from_numpy(arr.astype(np.float32) / (65535 if arr.dtype == np.uint16 else 255)).permute(2, 0, 1)
+    if img.shape[0] == 4:  # transparent parts over white, as gan3d's datasets are rendered
+        img = img[:3] * img[3:] + (1 - img[3:])
+    if crop is not None:
+        left, top, right, bottom = crop
+        if not (0 <= left < right <= img.shape[2] and 0 <= top < bottom <= img.shape[1]):
+            raise Gan3dError(f"{path}: crop box {tuple(crop)} is outside the {img.shape[2]}x{img.shape[1]} image")
+        img = img[:, top:bottom, left:right]
+    h, w = img.shape[1:]
+    if h != w:
+        raise Gan3dError(f"{path}: {w}x{h} is not square; give a square crop box (--crop LEFT,TOP,RIGHT,BOTTOM)")
+    img = F.interpolate(img[None], size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
+    return (img.clamp(0, 1) * 2 - 1)
+
+
+def camera_report(G, angles: torch.Tensor) -> tuple[dict, Optional[str]]:
+    """How far a camera [3] lies from the generator's training camera distribution (in its std), and a warning
+    when it is outside 3 std (the generator never saw such views)."""
+    cam = G.camera
+    yaw, pitch = float(angles[0]), float(angles[1])
+    dev = {"yaw_std": abs(yaw - cam.yaw_mean) / max(cam.yaw_std, 1e-6),
+           "pitch_std": abs(pitch - cam.pitch_mean) / max(cam.pitch_std, 1e-6)}
+    report = {"yaw": yaw, "pitch": pitch, "roll": float(angles[2]), "fov": cam.fov, "radius": cam.radius,
+              "training_yaw": [cam.yaw_mean, cam.yaw_std], "training_pitch": [cam.pitch_mean, cam.pitch_std],
+              "deviation_std": dev}
+    far = {k: v for k, v in dev.items() if v > 3 and (cam.yaw_std if k == "yaw_std" else cam.pitch_std) > 0}
+    warn = None
+    if far:
+        warn = ("camera " + ", ".join(f"{k.split('_')[0]} {v:.1f} std" for k, v in far.items())
+                + " from the training mean: outside what the generator saw; expect a poor fit")
+    return report, warn
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def render_ws(G, ws: torch.Tensor, angles: torch.Tensor, resolution: int) -> torch.Tensor:
+    """ws [B, num_ws, w_dim], angles [B, 3] -> [B, 3, R, R] (constant synthesis noise, deterministic samples)."""
+    return G.render_planes(G.synthesis(ws, "const"), ws, angles, resolution)["image"]
+
+
+def _noise_layers(G) -> list[torch.nn.Module]:
+    return [m for m in G.synthesis.modules() if hasattr(m, "noise_const")]
+
+
+def _noise_penalty(maps: list[torch.Tensor]) -> torch.Tensor:
+    """StyleGAN2 projector's regulariser: squared autocorrelation at 1-pixel shifts, over a pyramid down to 8x8."""
+    reg = torch.zeros([])
+    for n in maps:
+        n = n[None, None]
+        while True:
+            reg = reg + (n * torch.roll(n, 1, 3)).mean() ** 2 + (n * torch.roll(n, 1, 2)).mean() ** 2
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return reg
+
+
+def _lr_at(t: float, peak: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
+    ramp = min(1.0, (1.0 - t) / rampdown)
+    return peak * (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / rampup)
+
+
+# ----------------------------------------------------------------------------------------------- fitting
+def project(G, target: torch.Tensor, angles: torch.Tensor, s: InvertSettings, loss_fn: Callable,
+            progress: Optional[Callable[[int, float], None]] = None) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Optimise ws (one w broadcast, or W+) and optionally yaw/pitch so that G renders `target` [1, 3, R, R].
+    Changes G's constant noise maps (G must be this image's own copy). Returns ws, angles, loss per step."""
+    res = target.shape[-1]
+    gen = torch.Generator().manual_seed(s.seed)
+    with torch.no_grad():  # the w distribution's mean and spread, from samples (as StyleGAN2's projector does)
+        z = torch.randn(2000, G.cfg.z_dim, generator=gen)
+        c = (F.one_hot(torch.zeros(len(z), dtype=torch.long), G.c_dim).float() if G.c_dim else None)
+        w_all = G.map(z, c, angles.expand(len(z), -1))[:, 0]  # [N, w_dim]
+        w_std = float(w_all.sub(w_all.mean(0)).square().sum(1).mean().sqrt())
+        starts = [w_all.mean(0, keepdim=True)] + [w_all[i: i + 1] for i in range(s.starts)]  # mean w first
+        losses = [float(loss_fn(render_ws(G, w[:, None].expand(-1, G.synthesis.num_ws, -1), angles, res), target))
+                  for w in starts]
+    w0 = starts[int(np.argmin(losses))]  # [1, w_dim]
+    w = (w0[:, None].expand(-1, G.synthesis.num_ws, -1) if s.mode != "w" else w0).clone().requires_grad_(True)
+    cam = angles[:, :2].clone().requires_grad_(s.fit_camera)
+    noise = [m.noise_const for m in _noise_layers(G)]
+    for n in noise:
+        n.normal_().requires_grad_(True)
+    opt = torch.optim.Adam([w, *noise] + ([cam] if s.fit_camera else []), lr=s.lr, betas=(0.9, 0.999))
+    history = []
+    for step in range(s.steps):
+        t = step / s.steps
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(t, s.lr)
+        scale = w_std * s.initial_noise * max(0.0, 1.0 - t / s.noise_ramp) ** 2
+        wn = w + torch.randn(w.shape, generator=gen) * scale
+        ws = wn if s.mode != "w" else wn[:, None].expand(-1, G.synthesis.num_ws, -1)
+        a = torch.cat([cam, angles[:, 2:]], 1)
+        loss = loss_fn(render_ws(G, ws, a, res), target).mean()
+        total = loss + s.noise_reg * _noise_penalty(noise)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        with torch.no_grad():  # noise maps stay N(0, 1)
+            for n in noise:
+                n.sub_(n.mean()).div_(n.square().mean().sqrt())
+        history.append(loss.item())
+        if progress is not None:
+            progress(step, history[-1])
+    for n in noise:
+        n.requires_grad_(False)
+    ws = (w if s.mode != "w" else w[:, None].expand(-1, G.synthesis.num_ws, -1)).detach()
+    return ws, torch.cat([cam.detach(), angles[:, 2:]], 1), history
+
+
+def pivotal_tuning(G, ws: torch.Tensor, angles: torch.Tensor, target: torch.Tensor, s: InvertSettings,
+                   loss_fn: Callable, progress: Optional[Callable[[int, float], None]] = None):
+    """Fine-tune a copy of G so that the pivot ws renders `target`; a locality term keeps latents around the pivot
+    rendering what the original G rendered (PTI, Roich et al. 2022, Sec. 3.2). Returns (tuned G, loss per step)."""
+    res = target.shape[-1]
+    tuned = copy.deepcopy(G).requires_grad_(True)
+    tuned.mapping.requires_grad_(False)  # only synthesis and decoder move: the latent space stays the same
+    params = [p for p in tuned.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=s.pti_lr)
+    gen = torch.Generator().manual_seed(s.seed + 1)
+    history = []
+    for step in range(s.pti_steps):
+        loss = loss_fn(render_ws(tuned, ws, angles, res), target).mean()
+        if s.locality_weight > 0:
+            z = torch.randn(1, G.cfg.z_dim, generator=gen)
+            c = F.one_hot(torch.zeros(1, dtype=torch.long), G.c_dim).float() if G.c_dim else None
+            w_z = G.map(z, c, angles)
+            w_r = ws + s.locality_step * (w_z - ws)
+            with torch.no_grad():
+                ref = render_ws(G, w_r, angles, res)
+            loss = loss + s.locality_weight * loss_fn(render_ws(tuned, w_r, angles, res), ref).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+        if progress is not None:
+            progress(step, history[-1])
+    return tuned.requires_grad_(False).eval(), history
+
+
+def invert(G, images: torch.Tensor, cameras: torch.Tensor, settings: InvertSettings = InvertSettings(),
+           progress: Optional[Callable[[str, int, float], None]] = None) -> list[Inversion]:
+    """Invert photos [N, 3, R, R] in [-1, 1] seen from cameras [N, 3] (or [3] for all): one Inversion each.
+    G is not changed (each image works on its own copy)."""
+    cameras = torch.as_tensor(cameras, dtype=torch.float32).reshape(-1, 3).expand(len(images), -1)
+    name, dist = perceptual(settings.lpips)
+    if name != "lpips-vgg16" and not settings.lpips:
+        _say_once(lpips_missing_message())
+
+    def loss_fn(x, y):  # [B]
+        return (x - y).square().flatten(1).mean(1) + settings.perceptual_weight * dist(x, y)
+
+    out = []
+    for img, cam in zip(images, cameras):
+        Gi = copy.deepcopy(G).eval().requires_grad_(False)
+        target, angles = img[None], cam[None]
+        ws, angles, hist = project(Gi, target, angles, settings, loss_fn,
+                                   (lambda i, v: progress("project", i, v)) if progress else None)
+        tuned = None
+        if settings.mode == "pti" and settings.pti_steps > 0:
+            tuned, h2 = pivotal_tuning(Gi, ws, angles, target, settings, loss_fn,
+                                       (lambda i, v: progress("tune", i, v)) if progress else None)
+            hist += h2
+        with torch.no_grad():
+            recon = render_ws(tuned or Gi, ws, angles, target.shape[-1])
+        metrics = {"psnr": float(psnr(recon, target)), "ssim": float(ssim(recon, target)),
+                   "ms_ssim": float(ms_ssim(recon, target)), name: float(dist(recon, target)),
+                   "perceptual": name, "loss_first": hist[0], "loss_last": hist[-1]}
+        out.append(Inversion(ws, angles, target, recon, hist, name, tuned if tuned is not None else Gi, metrics))
+    return out
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, flush=True)
+
+
+def settings_dict(s: InvertSettings) -> dict:
+    return asdict(s)
+
+
+# ----------------------------------------------------------------------------------------------- files
+def read_poses(path: str | Path) -> dict[str, list[float]]:
+    """camera_angles of a gan3d dataset.json, keyed by file name (and by base name)."""
+    import json
+
+    from gan3d.data.archive import angle_problems
+
+    try:
+        raw = json.loads(Path(path).read_text())
+        angles = raw["camera_angles"]
+        assert isinstance(angles, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise ConfigError(f"--poses {path}: expected a dataset.json with 'camera_angles' {{image: [yaw, pitch, roll]}}") from None
+    out = {}
+    for name, a in angles.items():
+        if (msg := angle_problems(name, a)) is not None:
+            raise ConfigError(f"--poses {path}: {msg}")
+        out[name] = out[Path(name).name] = [float(v) for v in a]
+    return out
+
+
+def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: InvertSettings, info: dict,
+                  frames: int = 48, mesh_resolution: int = 128) -> list[Path]:
+    """Everything one inversion leaves in `out`: latent.npz, camera.json, target/reconstruction PNGs, an orbit
+    video around its camera, a PLY mesh of its density, metrics.json, and for PTI a gan3d checkpoint of the
+    tuned generator (G_pti/), which `gan3d render`, `eval` and `invert` open like any checkpoint."""
+    import json
+
+    from gan3d.track import media
+    from gan3d.visualize import _to_uint8, density_grid, surface, write_ply, write_video
+
+    out.mkdir(parents=True, exist_ok=True)
+    G = inv.G
+    noise = {f"noise/{i}": m.noise_const.numpy() for i, m in enumerate(_noise_layers(G))}
+    np.savez(out / "latent.npz", ws=inv.ws[0].numpy(), angles=inv.angles[0].numpy(), mode=settings.mode, **noise)
+    report, _ = camera_report(G, inv.angles[0])
+    (out / "camera.json").write_text(json.dumps({**report, "fitted": settings.fit_camera}, indent=1))
+    files = [out / "latent.npz", out / "camera.json",
+             media.save_png(media.image_grid(_to_uint8(inv.target)), out / "target.png"),
+             media.save_png(media.image_grid(_to_uint8(inv.reconstruction)), out / "reconstruction.png")]
+    yaw, pitch = float(inv.angles[0, 0]), float(inv.angles[0, 1])
+    path = media.orbit_angles(frames, yaw, pitch, 0.35, 0.12)
+    with torch.no_grad():
+        planes = G.synthesis(inv.ws, "const")
+        video = torch.cat([_to_uint8(G.render_planes(planes, inv.ws, a[None], inv.target.shape[-1])["image"])
+                           for a in path])
+        cube = 2 * G.cfg.render.cube_scale
+        sigma = density_grid(G, None, mesh_resolution, cube, ws=inv.ws)
+    files.append(write_video(video, out / "orbit", fps=24))
+    verts, faces = surface(sigma, cube, float(np.percentile(sigma, 90)))
+    write_ply(out / "mesh.ply", verts, faces)
+    files.append(out / "mesh.ply")
+    if settings.mode == "pti" and source is not None:
+        files.append(_write_tuned(G, source, out / "G_pti"))
+    metrics = {**inv.metrics, "mode": settings.mode, "steps": settings.steps,
+               "pti_steps": settings.pti_steps if settings.mode == "pti" else 0, "resize_filter": RESIZE_FILTER,
+               "settings": settings_dict(settings), **info}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return files + [out / "metrics.json"]
+
+
+def _write_tuned(G, source: Path, dest: Path) -> Path:
+    """The tuned G as a gan3d checkpoint: the source checkpoint's config, D and counters, G and G_ema tuned."""
+    from gan3d.nn import build_discriminator
+    from gan3d.training.checkpoint import load_modules, read_checkpoint, write_checkpoint
+
+    ck = read_checkpoint(source)
+    modules = {"G": G, "G_ema": G}
+    if "model/D" in ck.state:
+        D = build_discriminator(ck.cfg)
+        load_modules(ck, {"D": D})
+        modules["D"] = D
+    return write_checkpoint(dest, ck.cfg, modules, {}, ck.counters, {}, ck.metrics, ck.cfg.dataset.path,
+                            extra_meta={"inverted_from": str(source)})
+
+
+def invert_files(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path,
+                 settings: InvertSettings = InvertSettings(), camera: Optional[Sequence[float]] = None,
+                 poses: Optional[str] = None, crop: Optional[Sequence[int]] = None, resolution: int = 0,
+                 show_progress: bool = True) -> list[dict]:
+    """`gan3d invert` for a list of image files, in this process: one folder per image under `out`
+    (named after the file), one metrics dict per image."""
+    from tqdm import tqdm
+
+    from gan3d.training.checkpoint import best_checkpoint, load_generator
+
+    ckpt, _ = best_checkpoint(checkpoint)
+    G = load_generator(ckpt)
+    res = resolution or G.img_resolution
+    table = read_poses(poses) if poses else {}
+    results = []
+    for path in map(Path, images):
+        img = load_image(path, res, crop)
+        if camera is not None:
+            angles = torch.tensor([*camera, 0.0][:3], dtype=torch.float32)
+        elif table:
+            if path.name not in table:
+                raise ConfigError(f"--poses {poses}: no camera for {path.name}")
+            angles = torch.tensor(table[path.name])
+        else:  # the training distribution's mean view, refined
+            angles = torch.tensor([G.camera.yaw_mean, G.camera.pitch_mean, 0.0])
+        fit = settings.fit_camera or (camera is None and not table)
+        s = settings if fit == settings.fit_camera else InvertSettings(**{**settings_dict(settings), "fit_camera": fit})
+        _, warn = camera_report(G, angles)
+        if warn:
+            print(f"gan3d WARNING: {path.name}: {warn}", flush=True)
+        total = s.steps + (s.pti_steps if s.mode == "pti" else 0)
+        bar = tqdm(total=total, desc=path.name, unit="step", disable=not show_progress, leave=False)
+        inv = invert(G, img, angles, s, lambda phase, i, v: (bar.update(1), bar.set_postfix(loss=f"{v:.4f}", phase=phase)))[0]
+        bar.close()
+        dest = Path(out) / path.stem
+        write_outputs(inv, dest, Path(ckpt), s, {"image": str(path), "checkpoint": str(ckpt), "resolution": res,
+                                                  "crop": list(crop) if crop else None})
+        row = {"image": str(path), "out": str(dest), **{k: v for k, v in inv.metrics.items() if k != "settings"}}
+        print(f"gan3d: {path.name}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f} ({s.mode}) -> {dest}", flush=True)
+        results.append(row)
+    return results
+
+
+def invert_on_ray(checkpoint: str, images: Sequence[str], out: str, workers: int, **kwargs) -> list[dict]:
+    """invert_files over `workers` Ray tasks (Ray must be initialised: the CLI starts or joins it), images split
+    evenly; each task loads the checkpoint itself. Results in the order of `images`."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def chunk(paths: list[str]) -> list[dict]:
+        return invert_files(checkpoint, paths, out, show_progress=False, **kwargs)
+
+    parts = [list(images[i::workers]) for i in range(workers) if images[i::workers]]
+    rows = {r["image"]: r for rows in ray.get([chunk.remote(p) for p in parts]) for r in rows}
+    return [rows[str(Path(p))] for p in images]
