@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("invert", help="photos -> latent, camera and (PTI) a tuned generator; novel views and meshes")
     p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its best checkpoint)")
-    p.add_argument("images", nargs="+", help="image files (RGB or RGBA, square or cropped square with --crop)")
+    p.add_argument("images", nargs="+", help="image files or folders of them (RGB or RGBA, any size: --crop, else the "
+                   "centred square)")
     p.add_argument("--out", required=True, help="output directory: one folder per image")
     p.add_argument("--mode", default="pti", help="w | wplus | pti (W+ then pivotal tuning)")
     p.add_argument("--steps", type=int, default=500, help="projection steps")
@@ -310,19 +311,20 @@ def _log_inversions(rows: list[dict], out: str, settings) -> None:
 
 
 def _invert(args) -> int:
-    from gan3d.inversion import InvertSettings, invert_files, invert_on_ray
+    from gan3d.inversion import InvertSettings, expand_images, invert_files, invert_on_ray
 
     settings = InvertSettings(mode=args.mode, steps=args.steps, pti_steps=args.pti_steps, fit_camera=args.fit_camera,
                               lpips=args.lpips, seed=args.seed)
+    images = [str(p) for p in expand_images(args.images)]
     kwargs = dict(settings=settings, camera=_numbers(args.camera, "--camera", 2), poses=args.poses,
                   crop=_numbers(args.crop, "--crop", 4, int), resolution=args.resolution)
     if args.workers > 1 or args.address:
         from gan3d.orchestrate.launch import _ensure_ray
 
         _ensure_ray(args.address)
-        rows = invert_on_ray(args.checkpoint, args.images, args.out, max(args.workers, 1), **kwargs)
+        rows = invert_on_ray(args.checkpoint, images, args.out, max(args.workers, 1), **kwargs)
     else:
-        rows = invert_files(args.checkpoint, args.images, args.out, **kwargs)
+        rows = invert_files(args.checkpoint, images, args.out, **kwargs)
     if args.wandb:
         _log_inversions(rows, args.out, settings)
     print(f"gan3d: inverted {len(rows)} image(s) into {args.out}; mean PSNR "

@@ -76,8 +76,8 @@ class Inversion:
 
 # ----------------------------------------------------------------------------------------------- inputs
 def load_image(path: str | Path, resolution: int, crop: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """An image file -> [1, 3, R, R] in [-1, 1]: cropped to (left, top, right, bottom) if given, alpha over white,
-    resized with RESIZE_FILTER. Bad files are one line naming the file."""
+    """An image file of any size -> [1, 3, R, R] in [-1, 1]: cropped to (left, top, right, bottom) if given, then to
+    its centred square if not square, alpha over white, resized with RESIZE_FILTER. Bad files are one line."""
     import imageio.v3 as iio
 
     try:
@@ -95,8 +95,10 @@ def load_image(path: str | Path, resolution: int, crop: Optional[Sequence[int]] 
             raise Gan3dError(f"{path}: crop box {tuple(crop)} is outside the {img.shape[2]}x{img.shape[1]} image")
         img = img[:, top:bottom, left:right]
     h, w = img.shape[1:]
-    if h != w:
-        raise Gan3dError(f"{path}: {w}x{h} is not square; give a square crop box (--crop LEFT,TOP,RIGHT,BOTTOM)")
+    if h != w:  # the centred square; --crop chooses another
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        img = img[:, top: top + side, left: left + side]
     img = F.interpolate(img[None], size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
     return (img.clamp(0, 1) * 2 - 1)
 
@@ -387,6 +389,23 @@ def invert_files(checkpoint: str | Path, images: Sequence[str | Path], out: str 
         print(f"gan3d: {path.name}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f} ({s.mode}) -> {dest}", flush=True)
         results.append(row)
     return results
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def expand_images(items: Sequence[str | Path]) -> list[Path]:
+    """Image files as given, and every image directly inside a given folder (sorted)."""
+    out: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConfigError(f"{item}: a folder with no images ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        else:
+            out.append(item)
+    return out
 
 
 def invert_on_ray(checkpoint: str, images: Sequence[str], out: str, workers: int, **kwargs) -> list[dict]:

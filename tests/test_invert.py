@@ -61,7 +61,7 @@ def test_invert_cli_over_two_ray_workers_writes_outputs_other_commands_open(ray_
     poses = tmp_path / "dataset.json"
     poses.write_text(json.dumps({"camera_angles": {f.name: c.tolist() for f, c in zip(files, cams)}}))
     out = tmp_path / "inv"
-    cmd = [sys.executable, "-m", "gan3d.cli", "invert", str(ckpt), *map(str, files), "--out", str(out),
+    cmd = [sys.executable, "-m", "gan3d.cli", "invert", str(ckpt), str(files[0].parent), "--out", str(out),
            "--poses", str(poses), "--steps", "20", "--pti-steps", "10", "--workers", "2",
            "--address", os.environ["GAN3D_TEST_RAY_ADDRESS"], "--wandb"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -109,3 +109,18 @@ def test_bad_inputs_are_one_line(known, tmp_path):
     r = subprocess.run([sys.executable, "-m", "gan3d.cli", "invert", str(not_a_generator), str(files[0]), "--out",
                         str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith(f"gan3d: error: {not_a_generator}") and "Traceback" not in r.stderr
+
+
+def test_images_of_any_size_are_cropped_composited_and_resized(tmp_path):
+    from gan3d.inversion import load_image
+
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[:, 5:25, :3] = 255  # the centred 20x20 square is white; columns 0-4 and 25-29 are black
+    rgba[:, :, 3] = 255
+    rgba[:10, 10:20, 3] = 0  # a transparent patch inside it: composited over white
+    from PIL import Image
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "wide.png")
+    img = load_image(tmp_path / "wide.png", 20)
+    assert img.shape == (1, 3, 20, 20) and torch.allclose(img, torch.ones_like(img), atol=1e-3)
+    left = load_image(tmp_path / "wide.png", 20, crop=(0, 0, 20, 20))  # black columns come in with the crop box
+    assert left[0, :, :, :5].max() < -0.9
