@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Optional, Sequence
 
@@ -19,7 +20,8 @@ EXAMPLES = {  # shown at the end of each command's --help
     "invert": "gan3d invert runs/smoke photos/*.png --out inverted --mode pti --workers 2",
     "describe": "gan3d describe experiments/ffhq512.yaml training.patch.resolution=32",
     "import-checkpoint": "gan3d import-checkpoint network-snapshot-025000.pkl ckpt/ffhq --preset experiments/ffhq512.yaml",
-    "dataset": "gan3d dataset convert faces.zip faces_parquet --poses eg3d --resolution 256",
+    "dataset": "gan3d dataset convert faces.zip faces_parquet --poses eg3d --resolution 256\n  "
+               "gan3d dataset render assets/ plants.zip --views-per-asset 64 --labels-from-folders --workers 8",
     "submit": "gan3d submit --address http://HEAD:8265 -- gan3d sweep experiments/sweeps/smoke.yaml",
 }
 
@@ -143,10 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dst")
     q.add_argument("--resolution", type=int, help="resize to this square size")
     q.add_argument("--shard-size", type=int, default=1000, help="images per Parquet file")
-    q.add_argument("--poses", default="", help="'eg3d': read 25-number EG3D camera labels from dataset.json")
+    q.add_argument("--poses", default="", help="'eg3d': 25-number EG3D camera labels in dataset.json; 'nerf': "
+                   "transforms*.json (NeRF-synthetic / Blender / instant-ngp)")
     q.add_argument("--resize-filter", default="lanczos", help="lanczos | bicubic | bilinear | box")
     q.add_argument("--allow-outliers", action="store_true",
                    help="convert even if some imported cameras disagree with the rest (radius, fov, look-at)")
+    q = dsub.add_parser("render", help="3D assets -> a multi-view dataset, rendered with Blender over Ray")
+    q.add_argument("assets", help="a folder of .glb/.gltf/.obj/.fbx/.blend files (any nesting)")
+    q.add_argument("out", help="the dataset: a .zip, or a Parquet dir with --format parquet (local or s3://...)")
+    q.add_argument("--views-per-asset", type=int, default=64)
+    q.add_argument("--resolution", type=int, default=256)
+    q.add_argument("--camera", default="spherical_uniform", help="spherical_uniform | uniform | normal | "
+                   "truncated_gaussian | hybrid (gan3d's camera samplers)")
+    q.add_argument("--fov", type=float, default=30.0, help="degrees, full horizontal (dataset.camera.fov)")
+    q.add_argument("--radius", type=float, default=1.0, help="camera distance from the asset's centre")
+    q.add_argument("--yaw-range", default=f"{-math.pi:.6f},{math.pi:.6f}", help="LO,HI radians (normal: mean +- std)")
+    q.add_argument("--pitch-range", default=f"0,{math.pi:.6f}", help="LO,HI radians from the +y pole")
+    q.add_argument("--engine", default="cycles", help="cycles | eevee")
+    q.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
+    q.add_argument("--background", default="white", help="white | transparent")
+    q.add_argument("--labels-from-folders", action="store_true", help="class labels from the first folder level")
+    q.add_argument("--format", default="zip", help="zip | parquet")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, help="renders at once (default: one per CPU of the cluster)")
+    q.add_argument("--address", help="Ray cluster HEAD:PORT (default: a local Ray)")
     q = dsub.add_parser("validate", help="check a dataset and report every problem; exit 0 only if usable")
     q.add_argument("path")
     q.add_argument("--require-poses", action="store_true", help="every image must have a camera pose")
@@ -394,6 +416,8 @@ def _dataset(args) -> int:
             print(line)
         print(f"gan3d: wrote {meta['num_images']} images ({meta['resolution']}px) to {args.dst}")
         return 0
+    if args.dataset_command == "render":
+        return _dataset_render(args)
     if args.dataset_command == "bench":
         from gan3d.data.throughput import loader_throughput
 
@@ -408,6 +432,29 @@ def _dataset(args) -> int:
         print(line)
     print(f"camera plot: {png}")
     return 0 if rep.ok else 1
+
+
+def _dataset_render(args) -> int:
+    from gan3d.config import CAMERA_DISTS, CameraConfig
+    from gan3d.data.blender import RenderSettings
+    from gan3d.orchestrate.assets import render_dataset
+
+    if args.camera not in CAMERA_DISTS or args.camera == "dataset":
+        raise ConfigError(f"--camera {args.camera!r}: expected one of {', '.join(d for d in CAMERA_DISTS if d != 'dataset')}")
+    (y0, y1), (p0, p1) = _numbers(args.yaw_range, "--yaw-range", 2), _numbers(args.pitch_range, "--pitch-range", 2)
+    if not (y0 < y1 and 0 <= p0 < p1 <= math.pi + 1e-6 and 0 < args.fov < 180 and args.radius > 0):
+        raise ConfigError("--yaw-range / --pitch-range / --fov / --radius: expected LO < HI, pitch within [0, pi], "
+                          "fov in (0, 180), radius > 0")
+    camera = CameraConfig(fov=args.fov, radius=args.radius, dist=args.camera, yaw_mean=(y0 + y1) / 2,
+                          yaw_std=(y1 - y0) / 2, pitch_mean=(p0 + p1) / 2, pitch_std=(p1 - p0) / 2)
+    settings = RenderSettings(views=args.views_per_asset, resolution=args.resolution, camera=camera,
+                              engine=args.engine, samples=args.samples, background=args.background, seed=args.seed)
+    res = render_dataset(args.assets, args.out, settings, args.workers, args.labels_from_folders, args.format,
+                         args.address)
+    print(f"gan3d: wrote {res['images']} images of {res['assets']} asset(s) to {res['out']}"
+          + (f" ({len(res['classes'])} classes)" if res["classes"] else "")
+          + f"; {res['sec_per_image']:.2f} s per image" + (f"; {len(res['failed'])} failed" if res["failed"] else ""))
+    return 1 if res["failed"] else 0
 
 
 def _import_checkpoint(args) -> int:

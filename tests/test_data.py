@@ -327,3 +327,71 @@ def test_forked_loader_workers_read_a_zip_safely(synthetic_zip):
     for _ in range(6):  # more than an epoch: every worker reads the same archive concurrently
         images, angles, labels = next(it)
         assert images.shape == (16, 3, 32, 32)
+
+
+def blender_camera(pos, target):
+    """cam2world of a Blender camera at `pos` tracking `target` in Blender's z-up world (Track To: local -Z at the
+    target, local +Y towards world +Z), as NeRF-synthetic's transform_matrix holds it."""
+    pos, target = np.asarray(pos, float), np.asarray(target, float)
+    forward = (target - pos) / np.linalg.norm(target - pos)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, up, -forward, pos
+    return m
+
+
+def nerf_scene(root, positions, center=(0.3, -0.2, 0.5), fov=0.6911, extra_frames=()):
+    """A NeRF-synthetic-style folder: transforms_train.json (+ RGBA PNGs without extension in file_path)."""
+    (root / "train").mkdir(parents=True)
+    frames = []
+    for i, p in enumerate(positions):
+        rgba = np.zeros((8, 8, 4), np.uint8)
+        rgba[2:6, 2:6] = (200, 30, 30, 255)  # an opaque square on a transparent background
+        Image.fromarray(rgba, "RGBA").save(root / "train" / f"r_{i}.png")
+        frames.append({"file_path": f"./train/r_{i}", "transform_matrix":
+                       blender_camera(np.add(center, p), center).tolist()})
+    frames += list(extra_frames)
+    (root / "transforms_train.json").write_text(json.dumps({"camera_angle_x": fov, "frames": frames}))
+    return root
+
+
+def test_nerf_transforms_convert_to_our_angles_around_their_centre(tmp_path):
+    """Blender's z-up world -> gan3d's y-up: a camera at offset (x, y, z) from the centre sits at gan3d position
+    (x, z, -y), so pitch = acos(z / r) and yaw = atan2(-y, x)."""
+    offsets = [(4.0, 0.0, 1.0), (0.0, -4.0, 2.0), (-3.0, 2.0, -1.0), (2.0, 3.0, 2.5)]
+    src = nerf_scene(tmp_path / "lego", offsets)
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", "dataset", "convert", str(src), str(tmp_path / "out"),
+                          "--poses", "nerf"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "world up +z -> +y" in res.stdout and f"fov {math.degrees(0.6911):.3f} deg" in res.stdout
+    rows = pq.read_table(sorted((tmp_path / "out").rglob("*.parquet"))[0]).to_pylist()
+    got = {int(r["path"].split("_")[-1].split(".")[0]): [r["yaw"], r["pitch"], r["roll"]] for r in rows}
+    for i, (x, y, z) in enumerate(offsets):
+        r = math.sqrt(x * x + y * y + z * z)
+        assert np.allclose(got[i], [math.atan2(-y, x), math.acos(z / r), 0.0], atol=1e-4), (i, got[i])
+    img = np.asarray(Image.open(io.BytesIO(rows[0]["image"])))
+    assert img[0, 0].tolist() == [255, 255, 255] and img[4, 4].tolist() == [200, 30, 30]  # alpha over white
+    assert open_dataset(str(tmp_path / "out"), need_poses=True) is not None  # trains as a posed dataset
+
+
+def test_bad_nerf_frames_are_one_line_naming_the_frame(tmp_path):
+    good = [(4.0, 0.0, 1.0), (0.0, -4.0, 2.0), (-3.0, 2.0, -1.0)]
+    rolled = blender_camera((0.3, 3.8, 1.5), (0.3, -0.2, 0.5))
+    rolled[:3, :2] = rolled[:3, :2] @ np.array([[math.cos(0.2), math.sin(0.2)], [-math.sin(0.2), math.cos(0.2)]])
+    scaled = blender_camera((4.3, -0.2, 0.5), (0.3, -0.2, 0.5))
+    scaled[:3, :3] *= 1.1
+    cases = {"roll -?0.2000 rad": rolled.tolist(), "not orthonormal": scaled.tolist(),
+             "expected 4x4": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+    for i, (needle, matrix) in enumerate(cases.items()):
+        root = tmp_path / f"case{i}"
+        nerf_scene(root, good, extra_frames=[{"file_path": "./train/r_0", "transform_matrix": matrix}])
+        with pytest.raises(DatasetError, match=needle) as err:
+            convert(str(root), str(tmp_path / f"o{i}"), poses="nerf")
+        assert str(err.value).startswith(f"{root / 'transforms_train.json'}: frame './train/r_0'")
+        assert not (tmp_path / f"o{i}").exists()  # nothing written
+    root = nerf_scene(tmp_path / "missing", good, extra_frames=[{"file_path": "./train/r_9",
+                                                                 "transform_matrix": np.eye(4).tolist()}])
+    with pytest.raises(DatasetError, match=r"frame './train/r_9': no such image"):
+        convert(str(root), str(tmp_path / "o9"), poses="nerf")

@@ -60,7 +60,8 @@ class Archive:
 
     def other_names(self) -> list[str]:
         return [n for n in self._names if not n.lower().endswith(IMAGE_EXTS) and n != META_FILE
-                and not n.startswith("__MACOSX") and not n.endswith((".npy", ".npz", ".md", ".txt"))]
+                and not n.startswith("__MACOSX") and not n.endswith((".npy", ".npz", ".md", ".txt"))
+                and not (n.startswith("transforms") and n.endswith(".json"))]  # NeRF camera files beside the images
 
     def read(self, name: str) -> bytes:
         try:
@@ -85,10 +86,14 @@ class Archive:
 
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
-    """Encoded bytes -> uint8 [3, H, W] (grayscale and alpha are converted to RGB)."""
+    """Encoded bytes -> uint8 [3, H, W]; grayscale becomes RGB, and transparency is composited over white (how
+    object datasets rendered on a transparent background, e.g. NeRF-synthetic, are meant to be seen)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+            if "A" in im.getbands() or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
             arr = np.asarray(im.convert("RGB"))
     except Exception as e:  # PIL raises several types for bad data
         raise DatasetError(f"{where}: corrupt, truncated or not an image ({type(e).__name__}: {e})") from None

@@ -1,4 +1,5 @@
-"""`gan3d dataset convert`: zip / folder -> Parquet shards, with resizing and pose import (EG3D labels)."""
+"""`gan3d dataset convert`: zip / folder -> Parquet shards, with resizing and pose import (EG3D labels; NeRF
+transforms.json in gan3d.data.nerf)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from gan3d.data.archive import META_FILE, Archive, check_references, decode_image, parse_metadata
-from gan3d.data.poses import yaw_center_of
+from gan3d.data.poses import common_lookat, yaw_center_of
 from gan3d.data.parquet import RESIZE_FILTERS, encode_png, write_shards
 from gan3d.errors import DatasetError
 from gan3d.render.cameras import angles_from_cam2world
@@ -75,22 +76,6 @@ def check_eg3d_labels(names: list[str], labels: list, where: str) -> np.ndarray:
     if bad:
         raise DatasetError("\n".join(bad))
     return np.stack(rows)
-
-
-def common_lookat(origins: torch.Tensor, forward: torch.Tensor, iters: int = 30) -> torch.Tensor:
-    """The point nearest to every optical axis: origins, unit forward [N, 3] -> [3].
-
-    Least squares sum_i w_i |(I - d_i d_i^T)(p - o_i)|^2, i.e. sum_i w_i P_i p = sum_i w_i P_i o_i, reweighted
-    by 1 / distance (IRLS towards the L1 solution) so that a few stray cameras do not pull the point away
-    from the one the others share."""
-    P = torch.eye(3, dtype=origins.dtype) - forward[:, :, None] * forward[:, None, :]  # [N, 3, 3]
-    w = torch.ones(len(origins), dtype=origins.dtype)
-    floor = 1e-9 * origins.norm(dim=-1).mean()
-    for _ in range(iters):
-        Pw = P * w[:, None, None]
-        p = torch.linalg.lstsq(Pw.sum(0), (Pw @ origins[:, :, None]).sum(0)).solution[:, 0]
-        w = 1 / (P @ (p - origins)[:, :, None]).norm(dim=(1, 2)).clamp(min=floor)
-    return p
 
 
 def eg3d_to_angles(names: list[str], labels: np.ndarray) -> tuple[np.ndarray, PoseReport]:
@@ -179,8 +164,16 @@ def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: in
         angles = {n: a.tolist() for n, a in zip(names, arr)}
         labels: dict[str, int] = {}
         extra = {}
+    elif poses == "nerf":
+        from gan3d.data.nerf import nerf_to_angles
+
+        report = nerf_to_angles(archive)
+        names = report.names
+        angles = {n: a.tolist() for n, a in zip(names, report.angles)}
+        labels, extra = {}, {}
     elif poses:
-        raise DatasetError(f"--poses {poses!r}: expected 'eg3d' (or nothing to use dataset.json's camera_angles)")
+        raise DatasetError(f"--poses {poses!r}: expected 'eg3d' or 'nerf' (or nothing to use dataset.json's "
+                           "camera_angles)")
     else:
         meta = parse_metadata(archive)
         check_references(archive, meta, names, need_poses=False)
