@@ -18,6 +18,7 @@ present, else 1 - MS-SSIM; the one used is recorded).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from gan3d.errors import ConfigError, Gan3dError
 from gan3d.metrics.similarity import lpips_missing_message, ms_ssim, perceptual, psnr, ssim
 
 MODES = ("w", "wplus", "pti")
+CAMERA_LR_SCALE = 0.2  # yaw, pitch (radians) and log fov move at this share of the latent's learning rate
 RESIZE_FILTER = "bicubic, antialiased (torch.nn.functional.interpolate)"
 
 
@@ -50,6 +52,7 @@ class InvertSettings:
     locality_step: float = 0.5  # locality latents: this fraction of the way from the pivot to a random w (PTI moves
     # a fixed distance alpha = 30 in StyleGAN2's 512-d W, about half the way to a random w; a fraction fits any w_dim)
     fit_camera: bool = False  # refine yaw and pitch jointly with the latent
+    fit_fov: bool = False  # and the field of view (starting from the generator's)
     lpips: str = ""  # path of vgg16.pt; '' = $GAN3D_LPIPS_WEIGHTS or the cache
     seed: int = 0
 
@@ -122,12 +125,13 @@ def camera_report(G, angles: torch.Tensor) -> tuple[dict, Optional[str]]:
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-def render_ws(G, ws: torch.Tensor, angles: torch.Tensor, resolution: int) -> torch.Tensor:
+def render_ws(G, ws: torch.Tensor, angles: torch.Tensor, resolution: int,
+              fov: Optional[torch.Tensor] = None) -> torch.Tensor:
     """ws [B, num_ws, w_dim], angles [B, 3] -> [B, 3, R, R] (constant synthesis noise, deterministic samples)."""
-    return G.render_planes(G.synthesis(ws, "const"), ws, angles, resolution)["image"]
+    return G.render_planes(G.synthesis(ws, "const"), ws, angles, resolution, fov=fov)["image"]
 
 
-def _noise_layers(G) -> list[torch.nn.Module]:
+def noise_layers(G) -> list[torch.nn.Module]:
     return [m for m in G.synthesis.modules() if hasattr(m, "noise_const")]
 
 
@@ -151,9 +155,9 @@ def _lr_at(t: float, peak: float, rampdown: float = 0.25, rampup: float = 0.05) 
 
 # ----------------------------------------------------------------------------------------------- fitting
 def project(G, target: torch.Tensor, angles: torch.Tensor, s: InvertSettings, loss_fn: Callable,
-            progress: Optional[Callable[[int, float], None]] = None) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Optimise ws (one w broadcast, or W+) and optionally yaw/pitch so that G renders `target` [1, 3, R, R].
-    Changes G's constant noise maps (G must be this image's own copy). Returns ws, angles, loss per step."""
+            progress: Optional[Callable[[int, float], None]] = None) -> tuple[torch.Tensor, torch.Tensor, list[float], float]:
+    """Optimise ws (one w broadcast, or W+) and optionally yaw/pitch and fov so that G renders `target` [1, 3, R, R].
+    Changes G's constant noise maps (G must be this image's own copy). Returns ws, angles, loss per step, fov."""
     res = target.shape[-1]
     gen = torch.Generator().manual_seed(s.seed)
     with torch.no_grad():  # the w distribution's mean and spread, from samples (as StyleGAN2's projector does)
@@ -167,20 +171,23 @@ def project(G, target: torch.Tensor, angles: torch.Tensor, s: InvertSettings, lo
     w0 = starts[int(np.argmin(losses))]  # [1, w_dim]
     w = (w0[:, None].expand(-1, G.synthesis.num_ws, -1) if s.mode != "w" else w0).clone().requires_grad_(True)
     cam = angles[:, :2].clone().requires_grad_(s.fit_camera)
-    noise = [m.noise_const for m in _noise_layers(G)]
+    log_fov = torch.tensor(math.log(G.camera.fov), requires_grad=s.fit_fov)  # log: a positive fov, relative steps
+    noise = [m.noise_const for m in noise_layers(G)]
     for n in noise:
         n.normal_().requires_grad_(True)
-    opt = torch.optim.Adam([w, *noise] + ([cam] if s.fit_camera else []), lr=s.lr, betas=(0.9, 0.999))
+    extra = ([cam] if s.fit_camera else []) + ([log_fov] if s.fit_fov else [])
+    groups = [{"params": [w, *noise], "scale": 1.0}] + ([{"params": extra, "scale": CAMERA_LR_SCALE}] if extra else [])
+    opt = torch.optim.Adam(groups, lr=s.lr, betas=(0.9, 0.999))
     history = []
     for step in range(s.steps):
         t = step / s.steps
         for group in opt.param_groups:
-            group["lr"] = _lr_at(t, s.lr)
+            group["lr"] = _lr_at(t, s.lr) * group["scale"]
         scale = w_std * s.initial_noise * max(0.0, 1.0 - t / s.noise_ramp) ** 2
         wn = w + torch.randn(w.shape, generator=gen) * scale
         ws = wn if s.mode != "w" else wn[:, None].expand(-1, G.synthesis.num_ws, -1)
         a = torch.cat([cam, angles[:, 2:]], 1)
-        loss = loss_fn(render_ws(G, ws, a, res), target).mean()
+        loss = loss_fn(render_ws(G, ws, a, res, log_fov.exp() if s.fit_fov else None), target).mean()
         total = loss + s.noise_reg * _noise_penalty(noise)
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -194,7 +201,7 @@ def project(G, target: torch.Tensor, angles: torch.Tensor, s: InvertSettings, lo
     for n in noise:
         n.requires_grad_(False)
     ws = (w if s.mode != "w" else w[:, None].expand(-1, G.synthesis.num_ws, -1)).detach()
-    return ws, torch.cat([cam.detach(), angles[:, 2:]], 1), history
+    return ws, torch.cat([cam.detach(), angles[:, 2:]], 1), history, float(log_fov.detach().exp())
 
 
 def pivotal_tuning(G, ws: torch.Tensor, angles: torch.Tensor, target: torch.Tensor, s: InvertSettings,
@@ -243,8 +250,10 @@ def invert(G, images: torch.Tensor, cameras: torch.Tensor, settings: InvertSetti
     for img, cam in zip(images, cameras):
         Gi = copy.deepcopy(G).eval().requires_grad_(False)
         target, angles = img[None], cam[None]
-        ws, angles, hist = project(Gi, target, angles, settings, loss_fn,
-                                   (lambda i, v: progress("project", i, v)) if progress else None)
+        ws, angles, hist, fov = project(Gi, target, angles, settings, loss_fn,
+                                        (lambda i, v: progress("project", i, v)) if progress else None)
+        if settings.fit_fov:  # this image's generator copy renders with the fitted fov from here on
+            Gi.camera = dataclasses.replace(Gi.camera, fov=fov)
         tuned = None
         if settings.mode == "pti" and settings.pti_steps > 0:
             tuned, h2 = pivotal_tuning(Gi, ws, angles, target, settings, loss_fn,
@@ -270,153 +279,3 @@ def _say_once(line: str) -> None:
 
 def settings_dict(s: InvertSettings) -> dict:
     return asdict(s)
-
-
-# ----------------------------------------------------------------------------------------------- files
-def read_poses(path: str | Path) -> dict[str, list[float]]:
-    """camera_angles of a gan3d dataset.json, keyed by file name (and by base name)."""
-    import json
-
-    from gan3d.data.archive import angle_problems
-
-    try:
-        raw = json.loads(Path(path).read_text())
-        angles = raw["camera_angles"]
-        assert isinstance(angles, dict)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        raise ConfigError(f"--poses {path}: expected a dataset.json with 'camera_angles' {{image: [yaw, pitch, roll]}}") from None
-    out = {}
-    for name, a in angles.items():
-        if (msg := angle_problems(name, a)) is not None:
-            raise ConfigError(f"--poses {path}: {msg}")
-        out[name] = out[Path(name).name] = [float(v) for v in a]
-    return out
-
-
-def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: InvertSettings, info: dict,
-                  frames: int = 48, mesh_resolution: int = 128) -> list[Path]:
-    """Everything one inversion leaves in `out`: latent.npz, camera.json, target/reconstruction PNGs, an orbit
-    video around its camera, a PLY mesh of its density, metrics.json, and for PTI a gan3d checkpoint of the
-    tuned generator (G_pti/), which `gan3d render`, `eval` and `invert` open like any checkpoint."""
-    import json
-
-    from gan3d.track import media
-    from gan3d.visualize import _to_uint8, density_grid, surface, write_ply, write_video
-
-    out.mkdir(parents=True, exist_ok=True)
-    G = inv.G
-    noise = {f"noise/{i}": m.noise_const.numpy() for i, m in enumerate(_noise_layers(G))}
-    np.savez(out / "latent.npz", ws=inv.ws[0].numpy(), angles=inv.angles[0].numpy(), mode=settings.mode, **noise)
-    report, _ = camera_report(G, inv.angles[0])
-    (out / "camera.json").write_text(json.dumps({**report, "fitted": settings.fit_camera}, indent=1))
-    files = [out / "latent.npz", out / "camera.json",
-             media.save_png(media.image_grid(_to_uint8(inv.target)), out / "target.png"),
-             media.save_png(media.image_grid(_to_uint8(inv.reconstruction)), out / "reconstruction.png")]
-    yaw, pitch = float(inv.angles[0, 0]), float(inv.angles[0, 1])
-    path = media.orbit_angles(frames, yaw, pitch, 0.35, 0.12)
-    with torch.no_grad():
-        planes = G.synthesis(inv.ws, "const")
-        video = torch.cat([_to_uint8(G.render_planes(planes, inv.ws, a[None], inv.target.shape[-1])["image"])
-                           for a in path])
-        cube = 2 * G.cfg.render.cube_scale
-        sigma = density_grid(G, None, mesh_resolution, cube, ws=inv.ws)
-    files.append(write_video(video, out / "orbit", fps=24))
-    verts, faces = surface(sigma, cube, float(np.percentile(sigma, 90)))
-    write_ply(out / "mesh.ply", verts, faces)
-    files.append(out / "mesh.ply")
-    if settings.mode == "pti" and source is not None:
-        files.append(_write_tuned(G, source, out / "G_pti"))
-    metrics = {**inv.metrics, "mode": settings.mode, "steps": settings.steps,
-               "pti_steps": settings.pti_steps if settings.mode == "pti" else 0, "resize_filter": RESIZE_FILTER,
-               "settings": settings_dict(settings), **info}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return files + [out / "metrics.json"]
-
-
-def _write_tuned(G, source: Path, dest: Path) -> Path:
-    """The tuned G as a gan3d checkpoint: the source checkpoint's config, D and counters, G and G_ema tuned."""
-    from gan3d.nn import build_discriminator
-    from gan3d.training.checkpoint import load_modules, read_checkpoint, write_checkpoint
-
-    ck = read_checkpoint(source)
-    modules = {"G": G, "G_ema": G}
-    if "model/D" in ck.state:
-        D = build_discriminator(ck.cfg)
-        load_modules(ck, {"D": D})
-        modules["D"] = D
-    return write_checkpoint(dest, ck.cfg, modules, {}, ck.counters, {}, ck.metrics, ck.cfg.dataset.path,
-                            extra_meta={"inverted_from": str(source)})
-
-
-def invert_files(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path,
-                 settings: InvertSettings = InvertSettings(), camera: Optional[Sequence[float]] = None,
-                 poses: Optional[str] = None, crop: Optional[Sequence[int]] = None, resolution: int = 0,
-                 show_progress: bool = True) -> list[dict]:
-    """`gan3d invert` for a list of image files, in this process: one folder per image under `out`
-    (named after the file), one metrics dict per image."""
-    from tqdm import tqdm
-
-    from gan3d.training.checkpoint import best_checkpoint, load_generator
-
-    ckpt, _ = best_checkpoint(checkpoint)
-    G = load_generator(ckpt)
-    res = resolution or G.img_resolution
-    table = read_poses(poses) if poses else {}
-    results = []
-    for path in map(Path, images):
-        img = load_image(path, res, crop)
-        if camera is not None:
-            angles = torch.tensor([*camera, 0.0][:3], dtype=torch.float32)
-        elif table:
-            if path.name not in table:
-                raise ConfigError(f"--poses {poses}: no camera for {path.name}")
-            angles = torch.tensor(table[path.name])
-        else:  # the training distribution's mean view, refined
-            angles = torch.tensor([G.camera.yaw_mean, G.camera.pitch_mean, 0.0])
-        fit = settings.fit_camera or (camera is None and not table)
-        s = settings if fit == settings.fit_camera else InvertSettings(**{**settings_dict(settings), "fit_camera": fit})
-        _, warn = camera_report(G, angles)
-        if warn:
-            print(f"gan3d WARNING: {path.name}: {warn}", flush=True)
-        total = s.steps + (s.pti_steps if s.mode == "pti" else 0)
-        bar = tqdm(total=total, desc=path.name, unit="step", disable=not show_progress, leave=False)
-        inv = invert(G, img, angles, s, lambda phase, i, v: (bar.update(1), bar.set_postfix(loss=f"{v:.4f}", phase=phase)))[0]
-        bar.close()
-        dest = Path(out) / path.stem
-        write_outputs(inv, dest, Path(ckpt), s, {"image": str(path), "checkpoint": str(ckpt), "resolution": res,
-                                                  "crop": list(crop) if crop else None})
-        row = {"image": str(path), "out": str(dest), **{k: v for k, v in inv.metrics.items() if k != "settings"}}
-        print(f"gan3d: {path.name}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f} ({s.mode}) -> {dest}", flush=True)
-        results.append(row)
-    return results
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def expand_images(items: Sequence[str | Path]) -> list[Path]:
-    """Image files as given, and every image directly inside a given folder (sorted)."""
-    out: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ConfigError(f"{item}: a folder with no images ({', '.join(IMAGE_SUFFIXES)})")
-            out += found
-        else:
-            out.append(item)
-    return out
-
-
-def invert_on_ray(checkpoint: str, images: Sequence[str], out: str, workers: int, **kwargs) -> list[dict]:
-    """invert_files over `workers` Ray tasks (Ray must be initialised: the CLI starts or joins it), images split
-    evenly; each task loads the checkpoint itself. Results in the order of `images`."""
-    import ray
-
-    @ray.remote(num_cpus=1)
-    def chunk(paths: list[str]) -> list[dict]:
-        return invert_files(checkpoint, paths, out, show_progress=False, **kwargs)
-
-    parts = [list(images[i::workers]) for i in range(workers) if images[i::workers]]
-    rows = {r["image"]: r for rows in ray.get([chunk.remote(p) for p in parts]) for r in rows}
-    return [rows[str(Path(p))] for p in images]

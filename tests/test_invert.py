@@ -56,6 +56,17 @@ def test_wplus_reduces_the_loss_and_pti_improves_on_it(known):
         assert psnr(render_ws(pti.G, pti.ws, side, 32), truth) > psnr(mean_face, truth) + 3
 
 
+def test_a_fitted_fov_moves_towards_the_one_the_photo_was_taken_with(known):
+    G, ws_true, cams, _, _, _ = known
+    true_fov = G.camera.fov * 1.2
+    with torch.no_grad():
+        target = render_ws(G, ws_true[:1], cams[:1], 32, fov=torch.tensor(true_fov))
+    fitted = gan3d.invert(G, target, cams[:1], mode="wplus", steps=80, fit_fov=True)[0]
+    fov = fitted.G.camera.fov  # the image's generator copy carries it
+    assert abs(fov - true_fov) < 0.5 * abs(G.camera.fov - true_fov), (G.camera.fov, fov, true_fov)
+    assert G.camera.fov == true_fov / 1.2  # the caller's generator keeps its own
+
+
 def test_invert_cli_over_two_ray_workers_writes_outputs_other_commands_open(ray_session, known, tmp_path):
     _, _, cams, _, ckpt, files = known
     poses = tmp_path / "dataset.json"

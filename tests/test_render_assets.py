@@ -2,7 +2,7 @@
 
 Needs Blender's Python module (`pip install 'gan3d[render]'`); without it these tests skip and say so. The
 assets are written by the test as OBJ text: a scene of two small emissive cubes (red, blue) at known points,
-and a plain box; plus a file that is not an asset at all."""
+and a plain box as glTF; plus a file that is not an asset at all."""
 import json
 import math
 import subprocess
@@ -39,9 +39,25 @@ def write_markers(path):
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_box(path):
-    v, f = _cube((0.0, 0.1, 0.0), 0.4, 1)
-    path.write_text("\n".join(["o box", *v, *f]) + "\n")
+def write_box_gltf(path, center=(0.0, 0.1, 0.0), half=0.4):
+    """A box as a self-contained glTF 2.0 file (positions and triangle indices in a base64 buffer)."""
+    import base64
+
+    pos = np.array([[center[0] + sx * half, center[1] + sy * half, center[2] + sz * half]
+                    for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float32)
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    idx = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))], np.uint16).ravel()
+    blob = pos.tobytes() + idx.tobytes()
+    gltf = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": "box"}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+            "buffers": [{"byteLength": len(blob),
+                         "uri": "data:application/octet-stream;base64," + base64.b64encode(blob).decode()}],
+            "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": pos.nbytes},
+                            {"buffer": 0, "byteOffset": pos.nbytes, "byteLength": idx.nbytes}],
+            "accessors": [{"bufferView": 0, "componentType": 5126, "count": 8, "type": "VEC3",
+                           "min": pos.min(0).tolist(), "max": pos.max(0).tolist()},
+                          {"bufferView": 1, "componentType": 5123, "count": len(idx), "type": "SCALAR"}]}
+    path.write_text(json.dumps(gltf))
 
 
 def project(point, angles, radius, fov, res):
@@ -63,7 +79,7 @@ def rendered(ray_session, tmp_path_factory):
     (assets / "markers").mkdir(parents=True)
     (assets / "boxes").mkdir()
     write_markers(assets / "markers" / "pair.obj")
-    write_box(assets / "boxes" / "box.obj")
+    write_box_gltf(assets / "boxes" / "box.gltf")
     (assets / "boxes" / "broken.glb").write_bytes(b"not a glTF file")
     out = root / "set.zip"
     cmd = [sys.executable, "-m", "gan3d.cli", "dataset", "render", str(assets), str(out), "--views-per-asset", "8",
@@ -82,7 +98,9 @@ def test_render_writes_a_dataset_and_names_the_broken_asset(rendered):
         meta = json.loads(z.read("dataset.json"))
         assert len(meta["camera_angles"]) == 16 and set(meta["labels"].values()) == {0, 1}
         assert meta["render"]["renderer"].startswith("Blender ") and meta["render"]["engine"] == "cycles"
-        assert set(meta["render"]["assets"]) == {"markers/pair.obj", "boxes/box.obj"}
+        assert set(meta["render"]["assets"]) == {"markers/pair.obj", "boxes/box.gltf"}
+        box = meta["render"]["assets"]["boxes/box.gltf"]  # the glTF's own coordinates: centre (0, 0.1, 0), side 0.8
+        assert np.allclose(box["center"], [0.0, 0.1, 0.0], atol=1e-5) and np.allclose(box["bbox_size"], 0.8, atol=1e-5)
 
 
 def test_cameras_put_a_known_point_on_its_rendered_marker_within_a_pixel(rendered):

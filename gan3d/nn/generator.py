@@ -238,17 +238,18 @@ class TriplaneGenerator(nn.Module):
 
     def render_planes(self, planes: torch.Tensor, ws: torch.Tensor, angles: torch.Tensor, resolution: Optional[int] = None,
                patch: Optional[Patch] = None, density_noise: float = 0.0,
-               stochastic: Optional[bool] = None) -> dict[str, torch.Tensor]:
+               stochastic: Optional[bool] = None, fov: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Render tri-planes from cameras `angles` [B, 3]: image [B, 3, H, W] (nominally [-1, 1]), depth [B, 1, H, W].
 
         With `patch`, only the rays of that patch are cast (resolution = the patch's pixel count per side).
         Rays are rendered in chunks of max_batch_res**2 to bound memory at full resolution. `stochastic`
         (default: training mode) jitters the coarse depths and draws the importance samples at random, as the
-        seed does while training; otherwise both are deterministic.
+        seed does while training; otherwise both are deterministic. `fov` (degrees, a 0-dim tensor) replaces the
+        camera's, differentiably (inversion fits it).
         """
         B = angles.shape[0]
         res = resolution or self.img_resolution
-        dirs_cam = rays.ray_directions(res, self.camera.fov, patch.scales if patch else None,
+        dirs_cam = rays.ray_directions(res, self.camera.fov if fov is None else fov, patch.scales if patch else None,
                                        patch.offsets if patch else None, batch=B, device=angles.device)  # [B, R, 3]
         if not self.camera.use_roll:  # the seed ignores roll
             angles = angles * torch.tensor([1.0, 1.0, 0.0], device=angles.device, dtype=angles.dtype)

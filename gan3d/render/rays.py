@@ -24,10 +24,13 @@ def patch_grid(resolution: int, scales: Optional[torch.Tensor] = None, offsets: 
     return (xy + 1) * scales[:, None, :] - 1 + 2 * offsets[:, None, :]  # [B, R, 2]
 
 
-def ray_directions(resolution: int, fov: float, scales=None, offsets=None, batch: int = 1, device="cpu") -> torch.Tensor:
-    """Unit ray directions in camera space: [B, R, 3] = normalise(x, y, -1 / tan(fov / 2)); looks down -z, y up."""
+def ray_directions(resolution: int, fov: float | torch.Tensor, scales=None, offsets=None, batch: int = 1,
+                   device="cpu") -> torch.Tensor:
+    """Unit ray directions in camera space: [B, R, 3] = normalise(x, y, -1 / tan(fov / 2)); looks down -z, y up.
+    fov in degrees: a float, or a 0-dim tensor to differentiate through."""
     xy = patch_grid(resolution, scales, offsets, batch, device)  # [B, R, 2]
-    z = -torch.ones_like(xy[..., :1]) / math.tan(math.radians(fov) / 2)
+    half = torch.deg2rad(fov) / 2 if torch.is_tensor(fov) else math.radians(fov) / 2
+    z = -torch.ones_like(xy[..., :1]) / (torch.tan(half) if torch.is_tensor(half) else math.tan(half))
     return F.normalize(torch.cat([xy, z], dim=-1), dim=-1)
 
 
