@@ -283,7 +283,7 @@ def bench_invert(cfg: ExperimentConfig, steps: int = 150, pti_steps: int = 100, 
     cam = G.camera
     cams = torch.stack([torch.tensor([cam.yaw_mean + (0.3 if i % 2 else -0.3) * max(cam.yaw_std, 0.1),
                                       cam.pitch_mean, 0.0]) for i in range(images)])
-    c = (torch.nn.functional.one_hot(torch.zeros(images, dtype=torch.long), G.c_dim).float() if G.c_dim else None)
+    c = G.default_labels(images)
     with torch.no_grad():
         ws_true = G.map(z, c, cams)
         targets = render_ws(G, ws_true, cams, res)
@@ -297,8 +297,7 @@ def bench_invert(cfg: ExperimentConfig, steps: int = 150, pti_steps: int = 100, 
     out = {"resolution": res, "images": images, "steps": steps, "pti_steps": pti_steps, "modes": {}}
     with torch.no_grad():  # the mean w of the mapping network, from samples
         zs = torch.randn(2000, G.cfg.z_dim, generator=gen)
-        cs = (torch.nn.functional.one_hot(torch.zeros(2000, dtype=torch.long), G.c_dim).float() if G.c_dim else None)
-        mean_ws = G.map(zs, cs, cams[:1].expand(2000, -1)).mean(0, keepdim=True)
+        mean_ws = G.map(zs, G.default_labels(2000), cams[:1].expand(2000, -1)).mean(0, keepdim=True)
     out["mean_latent_novel_psnr"] = statistics.mean(novel(G, mean_ws, i) for i in range(images))
     for mode in ("w", "wplus", "pti"):
         t0 = time.perf_counter()

@@ -162,8 +162,7 @@ def project(G, target: torch.Tensor, angles: torch.Tensor, s: InvertSettings, lo
     gen = torch.Generator().manual_seed(s.seed)
     with torch.no_grad():  # the w distribution's mean and spread, from samples (as StyleGAN2's projector does)
         z = torch.randn(2000, G.cfg.z_dim, generator=gen)
-        c = (F.one_hot(torch.zeros(len(z), dtype=torch.long), G.c_dim).float() if G.c_dim else None)
-        w_all = G.map(z, c, angles.expand(len(z), -1))[:, 0]  # [N, w_dim]
+        w_all = G.map(z, G.default_labels(len(z)), angles.expand(len(z), -1))[:, 0]  # [N, w_dim]
         w_std = float(w_all.sub(w_all.mean(0)).square().sum(1).mean().sqrt())
         starts = [w_all.mean(0, keepdim=True)] + [w_all[i: i + 1] for i in range(s.starts)]  # mean w first
         losses = [float(loss_fn(render_ws(G, w[:, None].expand(-1, G.synthesis.num_ws, -1), angles, res), target))
@@ -219,8 +218,7 @@ def pivotal_tuning(G, ws: torch.Tensor, angles: torch.Tensor, target: torch.Tens
         loss = loss_fn(render_ws(tuned, ws, angles, res), target).mean()
         if s.locality_weight > 0:
             z = torch.randn(1, G.cfg.z_dim, generator=gen)
-            c = F.one_hot(torch.zeros(1, dtype=torch.long), G.c_dim).float() if G.c_dim else None
-            w_z = G.map(z, c, angles)
+            w_z = G.map(z, G.default_labels(1), angles)
             w_r = ws + s.locality_step * (w_z - ws)
             with torch.no_grad():
                 ref = render_ws(G, w_r, angles, res)

@@ -48,10 +48,6 @@ def _latents(G, seeds: Sequence[int]) -> torch.Tensor:
     return torch.stack([torch.randn(G.cfg.z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
-def _labels(G, n: int):
-    return torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long), G.c_dim).float() if G.c_dim else None
-
-
 def _to_uint8(img: torch.Tensor) -> torch.Tensor:
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
 
@@ -82,7 +78,7 @@ def density_grid(G, z: Optional[torch.Tensor], resolution: int, cube_size: float
     from gan3d.render.triplane import sample_triplane
 
     if ws is None:
-        ws = G.map(z[:1], _labels(G, 1), torch.tensor([[G.camera.yaw_mean, G.camera.pitch_mean, 0.0]]), truncation_psi)
+        ws = G.map(z[:1], G.default_labels(1), torch.tensor([[G.camera.yaw_mean, G.camera.pitch_mean, 0.0]]), truncation_psi)
     planes = G.synthesis(ws[:1], "const")
     lin = torch.linspace(-cube_size / 2, cube_size / 2, resolution)
     grid = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)  # [N, 3] x, y, z
@@ -146,7 +142,7 @@ def render(G, vis: str, seeds: Sequence[int], out: str | Path, camera: str = "fr
         return [p for s in seeds for p in export_mesh(G, s, out, grid_resolution, cube_size,
                                                        truncation_psi=truncation_psi).values()]
     path = camera_path(camera, frames, cam)
-    z, c = _latents(G, seeds), _labels(G, len(seeds))
+    z, c = _latents(G, seeds), G.default_labels(len(seeds))
     if vis == "front_grid":
         front = torch.tensor([[cam.yaw_mean, cam.pitch_mean, 0.0]]).expand(len(seeds), -1)
         imgs = G.render(z, front, c=c, truncation_psi=truncation_psi, resolution=resolution)

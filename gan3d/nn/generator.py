@@ -186,6 +186,12 @@ class TriplaneGenerator(nn.Module):
         self.background = (SphereBackground(cfg.w_dim, cfg.bg.num_layers, cfg.bg.hidden_dim, cfg.bg.num_samples)
                            if cfg.bg.enabled else None)
 
+    def default_labels(self, n: int, device="cpu") -> Optional[torch.Tensor]:
+        """Class 0 as one-hot labels [n, c_dim] for a conditional generator, None for an unconditional one."""
+        if not self.c_dim:
+            return None
+        return torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long), self.c_dim).float().to(device)
+
     # ----------------------------------------------------------------------------------- latent -> planes
     def map(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, cond_angles: Optional[torch.Tensor] = None,
             truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
@@ -289,5 +295,5 @@ class TriplaneGenerator(nn.Module):
         cameras = torch.as_tensor(cameras, dtype=torch.float32, device=device)
         cameras = cameras.expand(len(z), -1) if cameras.ndim == 1 or len(cameras) == 1 else cameras
         if c is None and self.c_dim:
-            c = torch.nn.functional.one_hot(torch.zeros(len(z), dtype=torch.long), self.c_dim).float().to(device)
+            c = self.default_labels(len(z), device)
         return self(z, c, cameras, resolution=resolution, truncation_psi=truncation_psi, noise_mode="const")
