@@ -116,7 +116,11 @@ def newest_valid(run_dir: Path) -> Optional[LoadedCheckpoint]:
 def stray_checkpoints(run_dir: Path, latest: LoadedCheckpoint) -> list[Path]:
     """Ray Train checkpoint dirs that a killed attempt left after the checkpoint a new attempt resumes from:
     newer than it, or never completed (no readable meta.json or no state.pt). Ray Train never registered
-    them, so `run.num_to_keep` would never remove them, and the run goes on from `latest` either way."""
+    them, so `run.num_to_keep` would never remove them, and the run goes on from `latest` either way.
+    Nothing when `latest` lives elsewhere (a PBT trial that exploited another trial's checkpoint): this run's
+    own newer checkpoints are then registered ones that other trials may still exploit."""
+    if Path(latest.path).resolve().parent != Path(run_dir).resolve():
+        return []
     stray = []
     for p in sorted(Path(run_dir).glob("checkpoint_*")):
         if not p.is_dir() or p.resolve() == Path(latest.path).resolve():
