@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -273,7 +273,3 @@ def _say_once(line: str) -> None:
     if line not in _SAID:
         _SAID.add(line)
         print(line, flush=True)
-
-
-def settings_dict(s: InvertSettings) -> dict:
-    return asdict(s)

@@ -3,6 +3,7 @@ reconstruction, orbit video, mesh, metrics, and for PTI a gan3d checkpoint of th
 process or spread over Ray workers. The fitting itself is gan3d.inversion."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -11,7 +12,7 @@ import torch
 
 from gan3d.errors import ConfigError
 from gan3d.inversion import (RESIZE_FILTER, InvertSettings, Inversion, noise_layers, camera_report, invert,
-                             load_image, settings_dict)
+                             load_image)
 
 
 def read_poses(path: str | Path) -> dict[str, list[float]]:
@@ -70,7 +71,7 @@ def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: I
         files.append(_write_tuned(G, source, out / "G_pti"))
     metrics = {**inv.metrics, "mode": settings.mode, "steps": settings.steps,
                "pti_steps": settings.pti_steps if settings.mode == "pti" else 0, "resize_filter": RESIZE_FILTER,
-               "settings": settings_dict(settings), **info}
+               "settings": dataclasses.asdict(settings), **info}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return files + [out / "metrics.json"]
 
@@ -116,7 +117,7 @@ def invert_files(checkpoint: str | Path, images: Sequence[str | Path], out: str 
         else:  # the training distribution's mean view, refined
             angles = torch.tensor([G.camera.yaw_mean, G.camera.pitch_mean, 0.0])
         fit = settings.fit_camera or (camera is None and not table)
-        s = settings if fit == settings.fit_camera else InvertSettings(**{**settings_dict(settings), "fit_camera": fit})
+        s = dataclasses.replace(settings, fit_camera=fit)
         _, warn = camera_report(G, angles)
         if warn:
             print(f"gan3d WARNING: {path.name}: {warn}", flush=True)
