@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.nn import build_discriminator, build_generator, set_training_precision
+from gan3d.nn import build_discriminator, build_generator, compile_for_training, set_training_precision
 from gan3d.training.augment import AugmentPipe
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase
 
@@ -42,13 +42,14 @@ class BenchResult:
     paths: dict = field(default_factory=dict)  # which implementation each op took
     workers: int = 1
     scaling_efficiency: Optional[float] = None
+    warmup_s: float = 0.0  # the untimed warm-up iterations (training.compile builds its graphs there)
 
     def lines(self) -> list[str]:
         out = [f"mode {self.mode} on {self.device} ({self.threads} threads), batch {self.batch}, "
                f"{self.iterations} iterations",
                f"throughput: {self.img_per_s:.3f} img/s ({self.sec_per_kimg:.1f} s/kimg); "
                f"median iteration {self.img_per_s_median:.3f} img/s",
-               f"peak memory: {self.peak_memory_gb:.2f} GB"]
+               f"peak memory: {self.peak_memory_gb:.2f} GB; warm-up {self.warmup_s:.1f} s (not timed)"]
         if self.shares:
             out.append("time shares: " + ", ".join(f"{k.split('::')[1]} {v:.0%}" for k, v in self.shares.items()))
         out.append("op paths: " + ", ".join(f"{k}={v}" for k, v in self.paths.items()))
@@ -104,6 +105,7 @@ def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     set_training_precision(cfg, G, D)
     t = cfg.training
+    compile_for_training(cfg, G, min(batch, t.batch_gpu or batch))
     parts = GanParts(cfg, G, D, AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device),
                      np.random.default_rng(0))
     res = cfg.dataset.resolution
@@ -133,8 +135,10 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
 
     # lazy R1 runs on steps 0, interval, ...: time the steps in that proportion
     reg = max((p.interval for p in phases), default=1)
+    t_warm = time.perf_counter()
     for i in range(warmup):
         step(i + 1)  # warm-up without R1
+    t_warm = time.perf_counter() - t_warm
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(dev)
@@ -151,7 +155,8 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
     shares = _profile_shares(step, dev) if profile else {}
     return BenchResult("train", str(dev), torch.get_num_threads(), iters, batch, batch / per_iter,
                        batch / statistics.median(times), per_iter / batch * 1000, _peak_gb(dev), shares,
-                       {**op_paths(), "conv_precision": t.precision})
+                       {**op_paths(), "conv_precision": t.precision,
+                        "synthesis": "torch.compile (inductor)" if t.compile else "eager"}, warmup_s=t_warm)
 
 
 def _profile_shares(step, dev: torch.device) -> dict:

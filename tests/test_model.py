@@ -196,3 +196,48 @@ def test_bf16_training_precision_keeps_renders_and_losses_in_fp32(smoke_cfg):
     assert planes.dtype == img.dtype == logits.dtype == torch.float32
     err = (img - ref).abs().max() / ref.abs().max()
     assert 0 < err < 0.05  # bf16 convs really ran, and stayed close
+
+
+def test_compiled_synthesis_matches_eager_with_the_same_noise_and_keeps_checkpoint_keys(smoke_cfg):
+    """training.compile: the compiled synthesis draws eager's noise (fallback_random) and gives eager's planes and
+    gradients within float rounding; the module's state_dict keys and an earlier copy (G_ema) are untouched."""
+    import copy
+
+    from gan3d.config import replace
+    from gan3d.nn import compile_for_training
+
+    cfg = replace(smoke_cfg, ["model.generator.triplane_resolution=8", "training.compile=true"])  # 2 blocks: fast build
+    G = build_generator(cfg).requires_grad_(True)
+    G_ema = copy.deepcopy(G)
+    keys = list(G.state_dict())
+    ws = G.map(torch.randn(2, G.cfg.z_dim), None, torch.zeros(2, 3)).detach()
+
+    def planes_and_grads(seed):
+        torch.manual_seed(seed)
+        planes = G.synthesis(ws, "random")
+        grads = torch.autograd.grad(planes.square().sum(), list(G.synthesis.parameters()))
+        return planes.detach(), grads
+
+    eager = planes_and_grads(7)
+    compile_for_training(cfg, G, 2)
+    compiled = planes_and_grads(7)
+    assert not torch.equal(eager[0], planes_and_grads(8)[0])  # the noise matters, so equal noise is checked
+    assert torch.allclose(compiled[0], eager[0], rtol=1e-5, atol=1e-5)
+    for c, e in zip(compiled[1], eager[1]):
+        assert torch.allclose(c, e, rtol=1e-4, atol=1e-5 * e.abs().max().item())
+    assert list(G.state_dict()) == keys
+    assert getattr(G_ema.synthesis, "_compiled_call_impl", None) is None
+
+
+def test_compile_that_cannot_build_is_one_config_error(smoke_cfg):
+    import torch._inductor.config as inductor_config
+
+    from gan3d.config import replace
+    from gan3d.errors import ConfigError
+    from gan3d.nn import compile_for_training
+
+    G = build_generator(smoke_cfg)  # other shapes than the test above: nothing cached can stand in
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/c++")}), pytest.raises(ConfigError) as e:
+        compile_for_training(replace(smoke_cfg, ["training.compile=true"]), G, 2)
+    assert str(e.value).startswith("key 'training.compile' = true: torch.compile cannot build on cpu here")
+    assert "\n" not in str(e.value) and getattr(G.synthesis, "_compiled_call_impl", None) is None

@@ -30,9 +30,35 @@ def set_training_precision(cfg: ExperimentConfig, G: TriplaneGenerator, D: Patch
     G.synthesis.compute_dtype = D.compute_dtype = DTYPES[cfg.training.precision]
 
 
+def compile_for_training(cfg: ExperimentConfig, G: TriplaneGenerator, batch: int) -> None:
+    """training.compile: torch.compile (inductor) of the trained G's synthesis network, in place (state_dict keys
+    unchanged; G_ema and renders stay eager). Only the synthesis: it is most of a step and is differentiated once,
+    whereas D is differentiated twice by R1, which compiled graphs do not support, and compiling D's other passes
+    or the renderer measured no gain on CPU (docs/PERF.md). A machine where inductor cannot build is an error
+    here, never a silent eager fallback. `batch`: the micro-batch G runs at (graphs are built for fixed shapes)."""
+    if not cfg.training.compile:
+        return
+    import torch._inductor.config as inductor_config
+
+    # the synthesis layers draw their noise inside the graph: with fallback_random they draw eager's numbers
+    # from eager's generator, so a seed gives the same run compiled or not (within float rounding)
+    inductor_config.fallback_random = True
+    G.synthesis.compile(dynamic=False)
+    device = next(G.parameters()).device
+    ws = torch.zeros(batch, G.synthesis.num_ws, G.cfg.w_dim, device=device)
+    try:  # build the no-grad graph now (the D phase needs it), so a machine that cannot build fails here, in one line
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            G.synthesis(ws)
+    except Exception as e:  # noqa: BLE001 -- inductor reports a missing compiler or backend many ways
+        G.synthesis._compiled_call_impl = None
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:200]
+        raise ConfigError(f"key 'training.compile' = true: torch.compile cannot build on {device.type} here ({first});"
+                          " expected false on this machine") from None
+
+
 def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 __all__ = ["Patch", "TriplaneGenerator", "PatchDiscriminator", "build_generator", "build_discriminator", "set_training_precision",
-           "count_parameters"]
+           "compile_for_training", "count_parameters"]

@@ -317,7 +317,9 @@ def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> li
             f"gan3d: dataset {dataset}: {len(ds)} images, {d.resolution}px, poses {poses}",
             f"gan3d: {r.workers} worker(s) x {device}; G {count_parameters(G) / 1e6:.2f}M, "
             f"D {count_parameters(D) / 1e6:.2f}M parameters; {cfg.training.kimg:g} kimg, "
-            f"batch {cfg.training.batch}"]
+            f"batch {cfg.training.batch}, {cfg.training.precision}"
+            + (", G's synthesis compiled (torch.compile: the first tick includes building it)" if cfg.training.compile
+               else "")]
 
 
 def _run_id(run_dir: Path) -> str:

@@ -19,7 +19,7 @@ from gan3d.config import ExperimentConfig
 from gan3d.data.dataset import open_dataset, real_batches
 from gan3d.metrics import evaluate, main_metric
 from gan3d.metrics.inception import weights_path
-from gan3d.nn import build_discriminator, build_generator, set_training_precision
+from gan3d.nn import build_discriminator, build_generator, compile_for_training, set_training_precision
 from gan3d.training import schedules
 from gan3d.training.augment import AugmentPipe
 from gan3d.errors import CheckpointError
@@ -103,6 +103,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     G_ema = copy.deepcopy(G).eval()
     set_training_precision(cfg, G, D)
+    compile_for_training(cfg, G, batch_gpu)
     augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
     optimizers = make_optimizers(cfg, G, D)
     modules = {"G": G, "D": D, "G_ema": G_ema, "augment": augment}
