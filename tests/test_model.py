@@ -208,6 +208,10 @@ def test_compiled_synthesis_matches_eager_with_the_same_noise_and_keeps_checkpoi
 
     cfg = replace(smoke_cfg, ["model.generator.triplane_resolution=8", "training.compile=true"])  # 2 blocks: fast build
     G = build_generator(cfg).requires_grad_(True)
+    with torch.no_grad():  # noise strengths start at 0: make the noise show in the planes
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
     G_ema = copy.deepcopy(G)
     keys = list(G.state_dict())
     ws = G.map(torch.randn(2, G.cfg.z_dim), None, torch.zeros(2, 3)).detach()
