@@ -191,7 +191,9 @@ def bench_generate(cfg: ExperimentConfig, iters: int = 3, device: str = "cpu", b
     c_dim = G.c_dim
     angles = torch.tensor([[cfg.dataset.camera.yaw_mean, cfg.dataset.camera.pitch_mean, 0.0]] * batch).to(dev)
     c = torch.zeros(batch, c_dim).to(dev) if c_dim else None
+    t_warm = time.perf_counter()
     G(torch.randn(batch, G.cfg.z_dim).to(dev), c, angles)  # warm-up
+    t_warm = time.perf_counter() - t_warm
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -201,7 +203,7 @@ def bench_generate(cfg: ExperimentConfig, iters: int = 3, device: str = "cpu", b
         times.append(time.perf_counter() - t0)
     rate = batch / statistics.median(times)
     return BenchResult("generate", str(dev), torch.get_num_threads(), iters, batch, batch * iters / sum(times), rate,
-                       1000 / rate, _peak_gb(dev), {}, op_paths())
+                       1000 / rate, _peak_gb(dev), {}, op_paths(), warmup_s=t_warm)
 
 
 def _worker(rank: int, world: int, cfg_dict: dict, iters: int, port: int, out: str) -> None:
