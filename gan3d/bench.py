@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.nn import build_discriminator, build_generator, compile_for_training, set_training_precision
+from gan3d.nn import (build_discriminator, build_generator, compile_for_training, set_training_precision,
+                      use_triplane_kernel)
+from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AugmentPipe
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase
 
@@ -101,9 +103,12 @@ def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
     torch.manual_seed(0)
     if device.type == "cuda":  # as the training loop runs
         torch.backends.cudnn.benchmark = True
+    else:
+        use_cpu_malloc(cfg.training.cpu_malloc)
     G = build_generator(cfg).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     set_training_precision(cfg, G, D)
+    use_triplane_kernel(cfg, G)
     t = cfg.training
     compile_for_training(cfg, G, min(batch, t.batch_gpu or batch))
     parts = GanParts(cfg, G, D, AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device),
@@ -155,8 +160,19 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
     shares = _profile_shares(step, dev) if profile else {}
     return BenchResult("train", str(dev), torch.get_num_threads(), iters, batch, batch / per_iter,
                        batch / statistics.median(times), per_iter / batch * 1000, _peak_gb(dev), shares,
-                       {**op_paths(), "conv_precision": t.precision,
-                        "synthesis": "torch.compile (inductor)" if t.compile else "eager"}, warmup_s=t_warm)
+                       _train_paths(cfg, dev), warmup_s=t_warm)
+
+
+def _train_paths(cfg: ExperimentConfig, dev: torch.device) -> dict:
+    """op_paths() as training.* switches set them for this run."""
+    t = cfg.training
+    paths = {**op_paths(), "conv_precision": t.precision,
+             "synthesis": "torch.compile (inductor)" if t.compile else "eager"}
+    if t.triplane_kernel:
+        paths["triplane_sample"] = "gan3d C++ kernel (training.triplane_kernel)"
+    if dev.type == "cpu":  # use_cpu_malloc already ran in _setup: asking again only reports
+        paths["cpu_malloc"] = use_cpu_malloc(t.cpu_malloc)
+    return paths
 
 
 def _profile_shares(step, dev: torch.device) -> dict:

@@ -149,6 +149,8 @@ class TrainingConfig:
     stop_on_divergence: bool = False
     precision: str = "fp32"  # of G's synthesis and D's blocks while training: fp32 | bf16 (autocast; see docs/PERF.md)
     compile: bool = False  # torch.compile (inductor) of the trained G's synthesis: ~1.2x on CPU after ~30-60 s (docs/PERF.md)
+    triplane_kernel: bool = False  # gan3d's C++ CPU kernel for the trained G's tri-plane lookup (built once, docs/PERF.md)
+    cpu_malloc: str = "auto"  # CPU training: cached (glibc keeps freed blocks) | system | auto = cached where glibc is
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class ExperimentConfig:
 CAMERA_DISTS = ("dataset", "spherical_uniform", "uniform", "normal", "truncated_gaussian", "hybrid")
 PATCH_DISTS = ("beta", "uniform", "discrete_uniform")
 PRECISIONS = ("fp32", "bf16")
+CPU_MALLOCS = ("auto", "cached", "system")
 AUGMENT_KINDS = ("ada", "fixed", "none")
 METRICS = ("fid2k_full", "fid50k_full", "kid2k_full", "kid50k_full", "swd")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")  # object stores pyarrow opens (gan3d.storage)
@@ -380,6 +383,7 @@ def validate(cfg: ExperimentConfig) -> None:
 
     need(t.batch > 0, "training.batch", t.batch, "> 0")
     need(t.precision in PRECISIONS, "training.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
+    need(t.cpu_malloc in CPU_MALLOCS, "training.cpu_malloc", t.cpu_malloc, f"one of {', '.join(CPU_MALLOCS)}")
     need(t.batch_gpu >= 0, "training.batch_gpu", t.batch_gpu, ">= 0 (0 = no accumulation)")
     need(t.kimg > 0, "training.kimg", t.kimg, "> 0")
     need(t.gamma >= 0, "training.gamma", t.gamma, ">= 0")

@@ -30,6 +30,27 @@ def set_training_precision(cfg: ExperimentConfig, G: TriplaneGenerator, D: Patch
     G.synthesis.compute_dtype = D.compute_dtype = DTYPES[cfg.training.precision]
 
 
+def use_triplane_kernel(cfg: ExperimentConfig, G: TriplaneGenerator) -> None:
+    """training.triplane_kernel: the trained G looks its tri-planes up with gan3d's C++ CPU kernel (render/
+    triplane_cpu.cpp: the same sums as grid_sample, channels-last texels) and its synthesis hands the planes over in
+    that layout. G_ema and renders keep grid_sample. Where the kernel cannot be built, or on a GPU, this is an
+    error here, never a silent fallback to grid_sample. Call it before compile_for_training (the layout is traced)."""
+    if not cfg.training.triplane_kernel:
+        return
+    from gan3d.render import triplane_kernel
+
+    device = next(G.parameters()).device
+    if device.type != "cpu":
+        raise ConfigError(f"key 'training.triplane_kernel' = true: the kernel runs on CPU only; expected false on"
+                          f" {device.type}")
+    try:
+        triplane_kernel.load()
+    except triplane_kernel.KernelUnavailable as e:
+        raise ConfigError(f"key 'training.triplane_kernel' = true: the C++ kernel cannot be built here ({e});"
+                          " expected false on this machine") from None
+    G.triplane_kernel = G.synthesis.channels_last_planes = True
+
+
 def compile_for_training(cfg: ExperimentConfig, G: TriplaneGenerator, batch: int) -> None:
     """training.compile: torch.compile (inductor) of the trained G's synthesis network, in place (state_dict keys
     unchanged; G_ema and renders stay eager). Only the synthesis: it is most of a step and is differentiated once,
@@ -61,4 +82,4 @@ def count_parameters(module) -> int:
 
 
 __all__ = ["Patch", "TriplaneGenerator", "PatchDiscriminator", "build_generator", "build_discriminator", "set_training_precision",
-           "compile_for_training", "count_parameters"]
+           "use_triplane_kernel", "compile_for_training", "count_parameters"]

@@ -13,7 +13,7 @@ import torch.nn as nn
 from gan3d.config import CameraConfig, GeneratorConfig
 from gan3d.nn.layers import (FullyConnected, ModulatedConv, conv_precision, fir_filter, normalize_2nd_moment,
                              upsample2d)
-from gan3d.render import cameras, rays, triplane, volume
+from gan3d.render import cameras, rays, triplane, triplane_kernel, volume
 from gan3d.render.cameras import camera_cond_scalars
 
 
@@ -114,6 +114,7 @@ class TriplaneSynthesis(nn.Module):
         # each block consumes its convs' ws; the torgb w is shared with the next block's first conv (StyleGAN2)
         self.num_ws = sum(1 if r == 4 else 2 for r in self.resolutions) + 1
         self.compute_dtype = torch.float32  # training.precision sets it on the trained copy; renders stay fp32
+        self.channels_last_planes = False  # planes with contiguous texels, as the tri-plane kernel reads them
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         x = img = None
@@ -124,6 +125,8 @@ class TriplaneSynthesis(nn.Module):
                 x, img = block(x, img, ws[:, w_idx: w_idx + n + 1], noise_mode)
                 w_idx += n
         B, _, T, _ = img.shape
+        if self.channels_last_planes:  # the same values; inside a compiled graph the layout comes with the last add
+            img = img.contiguous(memory_format=torch.channels_last)
         return img.float().reshape(B, 3, self.plane_channels, T, T)  # [B, 3, C, T, T], fp32 for rendering
 
 
@@ -185,6 +188,7 @@ class TriplaneGenerator(nn.Module):
         self.decoder = TriplaneDecoder(cfg.triplane_channels, cfg.mlp_hidden, cfg.mlp_layers)
         self.background = (SphereBackground(cfg.w_dim, cfg.bg.num_layers, cfg.bg.hidden_dim, cfg.bg.num_samples)
                            if cfg.bg.enabled else None)
+        self.triplane_kernel = False  # training.triplane_kernel sets it on the trained copy (nn.use_triplane_kernel)
 
     def default_labels(self, n: int, device="cpu") -> Optional[torch.Tensor]:
         """Class 0 as one-hot labels [n, c_dim] for a conditional generator, None for an unconditional one."""
@@ -220,7 +224,8 @@ class TriplaneGenerator(nn.Module):
         def evaluate(depths):  # [B, R, S] -> rgb [B, R, S, 3], sigma [B, R, S, 1]
             S = depths.shape[-1]
             pts = origins[:, :, None] + depths[..., None] * dirs[:, :, None]  # [B, R, S, 3]
-            feats = triplane.sample_triplane(planes, pts.reshape(B, R * S, 3) / r.cube_scale)  # [B, R*S, C]
+            lookup = triplane_kernel.sample if self.triplane_kernel else triplane.sample_triplane
+            feats = lookup(planes, pts.reshape(B, R * S, 3) / r.cube_scale)  # [B, R*S, C]
             rgb, sigma = self.decoder(feats)
             return rgb.reshape(B, R, S, 3), sigma.reshape(B, R, S, 1)
 
@@ -262,6 +267,8 @@ class TriplaneGenerator(nn.Module):
         c2w = cameras.cam2world_matrix(angles, self.camera.radius)  # [B, 4, 4]
         stochastic = self.training if stochastic is None else stochastic
         origins, dirs = rays.world_rays(c2w, dirs_cam)
+        if self.triplane_kernel:  # one layout change for all chunks and both sample sets, if the planes need it
+            planes = triplane_kernel.channels_last(planes)
         chunk = self.cfg.render.max_batch_res ** 2
         outs = [self._render_rays(planes, ws, origins[:, i:i + chunk], dirs[:, i:i + chunk], density_noise,
                                    stochastic)

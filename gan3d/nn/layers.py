@@ -182,6 +182,10 @@ class FullyConnected(nn.Module):
         b = self.bias * self.bias_gain if self.bias is not None else None
         if self.activation == "linear" and b is not None:
             return F.linear(x, w, b)
+        if self.activation == "lrelu" and b is not None:
+            # lrelu(y) * gain = lrelu(gain * y) for gain > 0: folding the gain into the (small) weight and bias makes
+            # the bias part of the matmul (addmm) and saves two passes over the activations, forward and backward
+            return F.leaky_relu(F.linear(x, w * LRELU_GAIN, b * LRELU_GAIN), 0.2)
         return bias_act(F.linear(x, w), b, self.activation, dim=-1)
 
 

@@ -319,7 +319,8 @@ def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> li
             f"D {count_parameters(D) / 1e6:.2f}M parameters; {cfg.training.kimg:g} kimg, "
             f"batch {cfg.training.batch}, {cfg.training.precision}"
             + (", G's synthesis compiled (torch.compile: the first tick includes building it)" if cfg.training.compile
-               else "")]
+               else "")
+            + (", tri-plane lookup by gan3d's C++ kernel" if cfg.training.triplane_kernel else "")]
 
 
 def _run_id(run_dir: Path) -> str:

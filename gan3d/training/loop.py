@@ -19,8 +19,10 @@ from gan3d.config import ExperimentConfig
 from gan3d.data.dataset import open_dataset, real_batches
 from gan3d.metrics import evaluate, main_metric
 from gan3d.metrics.inception import weights_path
-from gan3d.nn import build_discriminator, build_generator, compile_for_training, set_training_precision
+from gan3d.nn import (build_discriminator, build_generator, compile_for_training, set_training_precision,
+                      use_triplane_kernel)
 from gan3d.training import schedules
+from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AugmentPipe
 from gan3d.errors import CheckpointError
 from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, newest_valid, read_checkpoint, restore_rng,
@@ -85,6 +87,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     t = cfg.training
     rank, world, device = session.rank, session.world, session.device
     torch.set_num_threads(max(1, int(cfg.run.cpus_per_worker)))
+    if device.type == "cpu":  # freed tensors' pages reused instead of faulted in again every step
+        use_cpu_malloc(t.cpu_malloc)
     if device.type == "cuda":  # static shapes: cuDNN times its algorithms once (StyleGAN2-ADA does the same)
         torch.backends.cudnn.benchmark = True
     batch_per_worker = t.batch // world
@@ -103,6 +107,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     G_ema = copy.deepcopy(G).eval()
     set_training_precision(cfg, G, D)
+    use_triplane_kernel(cfg, G)
     compile_for_training(cfg, G, batch_gpu)
     augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
     optimizers = make_optimizers(cfg, G, D)
