@@ -152,9 +152,9 @@ def sanitize_and_sync_grads(module: torch.nn.Module) -> torch.Tensor:
         dist.all_reduce(flat)
         flat /= dist.get_world_size()
     bad = (~torch.isfinite(flat)).sum()
-    flat = torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5)
+    flat.nan_to_num_(nan=0, posinf=1e5, neginf=-1e5)
     for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.reshape(p.shape))
+        p.grad = g.view_as(p)  # views of the flat buffer: no copy back (zero_grad(set_to_none) drops them)
     return bad
 
 
