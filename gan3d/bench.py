@@ -8,10 +8,12 @@ gan3d::generator / discriminator / backward / optimizer scopes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -175,10 +177,24 @@ def _train_paths(cfg: ExperimentConfig, dev: torch.device) -> dict:
     return paths
 
 
+@contextlib.contextmanager
+def _no_fd2():
+    """The profiler's C++ side writes 'USDT ... profiler_start' lines straight to file descriptor 2: drop them."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _profile_shares(step, dev: torch.device) -> dict:
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's own log lines off the terminal
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    with torch.profiler.profile(activities=acts) as prof:
+    with _no_fd2(), torch.profiler.profile(activities=acts) as prof:
         step(0)  # an R1 step: every scope appears
     # On CUDA a scope's cost is the kernel time launched inside it (device_time_total): its CPU time is only the
     # launch overhead of asynchronous kernels. The profiler lists a scope twice there (the CPU range and its
