@@ -172,7 +172,7 @@ def _train_paths(cfg: ExperimentConfig, dev: torch.device) -> dict:
              "synthesis": "torch.compile (inductor)" if t.compile else "eager"}
     if t.triplane_kernel:
         paths["triplane_sample"] = "gan3d C++ kernel (training.triplane_kernel)"
-    if dev.type == "cpu":  # use_cpu_malloc already ran in _setup: asking again only reports
+    if dev.type == "cpu":  # _setup applied it; applying it again changes nothing and returns what it does
         paths["cpu_malloc"] = use_cpu_malloc(t.cpu_malloc)
     return paths
 

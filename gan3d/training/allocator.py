@@ -33,8 +33,8 @@ def _glibc() -> Optional[ctypes.CDLL]:
 
 
 def use_cpu_malloc(mode: str) -> str:
-    """Apply training.cpu_malloc ('auto' | 'cached' | 'system') to this process; returns what it does, in words.
-    'cached' where glibc is missing is an error naming the key, never a silent fallback."""
+    """Apply training.cpu_malloc ('auto' | 'cached' | 'system') to this process (idempotent); returns what it does,
+    in words. 'cached' where glibc is missing is an error naming the key, never a silent fallback."""
     if mode == "system":
         return "system malloc"
     libc = _glibc()
