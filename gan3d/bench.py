@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.nn import (build_discriminator, build_generator, compile_for_training, set_training_precision,
-                      use_triplane_kernel)
+from gan3d.nn import build_discriminator, build_generator, prepare_for_training
 from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AugmentPipe
 from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase
@@ -109,10 +108,8 @@ def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
         use_cpu_malloc(cfg.training.cpu_malloc)
     G = build_generator(cfg).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
-    set_training_precision(cfg, G, D)
-    use_triplane_kernel(cfg, G)
     t = cfg.training
-    compile_for_training(cfg, G, min(batch, t.batch_gpu or batch))
+    prepare_for_training(cfg, G, D, min(batch, t.batch_gpu or batch))
     parts = GanParts(cfg, G, D, AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device),
                      np.random.default_rng(0))
     res = cfg.dataset.resolution

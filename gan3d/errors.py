@@ -15,3 +15,8 @@ class DatasetError(Gan3dError, ValueError):
 
 class CheckpointError(Gan3dError, ValueError):
     """A path is not a gan3d checkpoint, or it does not fit the model."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type if none), for a one-line error."""
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:limit]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.errors import ConfigError
+from gan3d.errors import ConfigError, first_line
 from gan3d.nn.discriminator import PatchDiscriminator
 from gan3d.nn.generator import Patch, TriplaneGenerator
 from gan3d.nn.layers import DTYPES
@@ -72,9 +72,17 @@ def compile_for_training(cfg: ExperimentConfig, G: TriplaneGenerator, batch: int
             G.synthesis(ws)
     except Exception as e:  # noqa: BLE001 -- inductor reports a missing compiler or backend many ways
         G.synthesis._compiled_call_impl = None
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:200]
-        raise ConfigError(f"key 'training.compile' = true: torch.compile cannot build on {device.type} here ({first});"
+        raise ConfigError(f"key 'training.compile' = true: torch.compile cannot build on {device.type} here"
+                          f" ({first_line(e)});"
                           " expected false on this machine") from None
+
+
+def prepare_for_training(cfg: ExperimentConfig, G: TriplaneGenerator, D: PatchDiscriminator, batch: int) -> None:
+    """The training.* switches for the trained G and D, in the order they need (the kernel's plane layout is
+    traced by the compile). `batch`: the micro-batch G runs at."""
+    set_training_precision(cfg, G, D)
+    use_triplane_kernel(cfg, G)
+    compile_for_training(cfg, G, batch)
 
 
 def count_parameters(module) -> int:
@@ -82,4 +90,5 @@ def count_parameters(module) -> int:
 
 
 __all__ = ["Patch", "TriplaneGenerator", "PatchDiscriminator", "build_generator", "build_discriminator", "set_training_precision",
-           "use_triplane_kernel", "compile_for_training", "count_parameters"]
+           "use_triplane_kernel", "compile_for_training",
+           "prepare_for_training", "count_parameters"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from gan3d.errors import first_line
+
 _SOURCE = Path(__file__).with_name("triplane_cpu.cpp")
 # the vector instructions PyTorch itself dispatches to on this CPU (x86 only; others build plainly)
 _FLAGS = {"AVX512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"],
@@ -37,8 +39,7 @@ def build(source: Path, name: str, flags: list[str]) -> None:
         cpp_extension.load(name=name, sources=[str(source)], extra_cflags=["-O3", *flags], is_python_module=False,
                            verbose=False)
     except Exception as e:  # noqa: BLE001 -- a missing compiler or ninja surfaces as several exception types
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        raise KernelUnavailable(first[:200]) from None
+        raise KernelUnavailable(first_line(e)) from None
 
 
 class _TriplaneSample(torch.autograd.Function):

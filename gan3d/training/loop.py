@@ -19,8 +19,7 @@ from gan3d.config import ExperimentConfig
 from gan3d.data.dataset import open_dataset, real_batches
 from gan3d.metrics import evaluate, main_metric
 from gan3d.metrics.inception import weights_path
-from gan3d.nn import (build_discriminator, build_generator, compile_for_training, set_training_precision,
-                      use_triplane_kernel)
+from gan3d.nn import build_discriminator, build_generator, prepare_for_training
 from gan3d.training import schedules
 from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AugmentPipe
@@ -106,9 +105,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     G = build_generator(cfg).to(device).train().requires_grad_(False)
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     G_ema = copy.deepcopy(G).eval()
-    set_training_precision(cfg, G, D)
-    use_triplane_kernel(cfg, G)
-    compile_for_training(cfg, G, batch_gpu)
+    prepare_for_training(cfg, G, D, batch_gpu)
     augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
     optimizers = make_optimizers(cfg, G, D)
     modules = {"G": G, "D": D, "G_ema": G_ema, "augment": augment}
