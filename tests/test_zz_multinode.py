@@ -108,6 +108,13 @@ def cluster():
     c = LoopbackCluster()
     try:
         c.start_head(num_cpus=2)
+        # a joining raylet gets 30 s (hard-coded in Ray) to register with the GCS: on a loaded 2-core machine, right
+        # after the session's own Ray went down, that failed once (CI, "node timed out during startup"); so let the
+        # head answer a driver first
+        deadline = time.time() + 60
+        while not c.node_ids():
+            assert time.time() < deadline, "the head node never answered"
+            time.sleep(1)
         c.add_node(num_cpus=1)
         deadline = time.time() + 60
         while len(c.node_ids()) < 2:
