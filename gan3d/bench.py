@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.nn import build_discriminator, build_generator, prepare_for_training
+from gan3d.nn import build_discriminator, build_generator, prepare_for_training, resolve_precision
 from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AugmentPipe
-from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase
+from gan3d.draws import RandomDraws
+from gan3d.training.phases import Batch, GanParts, PosePool, Progress, make_optimizers, make_phases, training_step
 
 SCOPES = ("gan3d::generator", "gan3d::discriminator", "gan3d::backward", "gan3d::optimizer")
 
@@ -110,14 +111,15 @@ def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
     D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     t = cfg.training
     prepare_for_training(cfg, G, D, min(batch, t.batch_gpu or batch))
-    parts = GanParts(cfg, G, D, AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device),
-                     np.random.default_rng(0))
     res = cfg.dataset.resolution
     c_dim = cfg.dataset.c_dim if cfg.dataset.use_labels else 0
     gen = torch.Generator().manual_seed(1)
     reals = Batch((torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device),
                   torch.tensor([[cfg.dataset.camera.yaw_mean, cfg.dataset.camera.pitch_mean, 0.0]] * batch).to(device),
                   torch.nn.functional.one_hot(torch.arange(batch) % max(c_dim, 1), max(c_dim, 1))[:, :c_dim].float().to(device))
+    augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
+    pool = PosePool(reals.angles.cpu(), reals.labels.cpu())  # the fakes' cameras and labels: those of the reals
+    parts = GanParts(cfg, G, D, augment, RandomDraws(np.random.default_rng(0)), pool)
     return parts, make_optimizers(cfg, G, D), make_phases(t), reals
 
 
@@ -130,15 +132,12 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
     parts, opts, phases, reals = _setup(cfg, dev, batch)
     micro = [Batch(i, a, c) for i, a, c in zip(reals.images.split(batch_gpu), reals.angles.split(batch_gpu),
                                                reals.labels.split(batch_gpu))]
-    kimg = t.patch.anneal_kimg / 2  # mid-training patch scales
-
-    def step(i: int) -> None:
-        for phase in phases:
-            if i % phase.interval == 0:
-                run_phase(phase, parts, opts[phase.net], micro, kimg)
-
+    nimg = int(t.patch.anneal_kimg / 2 * 1000)  # mid-training patch scales
     # lazy R1 runs on steps 0, interval, ...: time the steps in that proportion
     reg = max((p.interval for p in phases), default=1)
+
+    def step(i: int) -> None:
+        training_step(parts, phases, opts, micro, Progress(nimg, i + reg))  # never step 0 (no density noise there)
     t_warm = time.perf_counter()
     for i in range(warmup):
         step(i + 1)  # warm-up without R1
@@ -165,7 +164,7 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
 def _train_paths(cfg: ExperimentConfig, dev: torch.device) -> dict:
     """op_paths() as training.* switches set them for this run."""
     t = cfg.training
-    paths = {**op_paths(), "conv_precision": t.precision,
+    paths = {**op_paths(), "precision": resolve_precision(t.precision, dev),
              "synthesis": "torch.compile (inductor)" if t.compile else "eager"}
     if t.triplane_kernel:
         paths["triplane_sample"] = "gan3d C++ kernel (training.triplane_kernel)"

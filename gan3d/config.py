@@ -78,7 +78,7 @@ class GeneratorConfig:
     mlp_layers: int = 2
     mlp_hidden: int = 64
     camera_cond: bool = False  # "GPC": condition the mapping network on the camera
-    camera_cond_swap_prob: float = 0.5  # probability of conditioning on a different camera (pose swapping)
+    camera_cond_swap_prob: float = 0.5  # GPC: final probability of conditioning on another fake's camera (1 -> it over 1000 kimg)
     render: RenderConfig = field(default_factory=RenderConfig)
     bg: BackgroundConfig = field(default_factory=BackgroundConfig)
 
@@ -111,7 +111,8 @@ class PatchConfig:
     beta_start: float = 0.001
     beta_end: float = 0.8
     anneal_kimg: float = 10000.0
-    discrete_support: List[float] = field(default_factory=lambda: [0.125, 0.25, 0.5, 1.0])
+    # 'discrete_uniform' picks from the support inside [min_scale(t), max_scale] (the reference's default support)
+    discrete_support: List[float] = field(default_factory=lambda: [0.25, 1.0])
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,9 @@ class TrainingConfig:
     resume: str = ""  # checkpoint dir to start from
     resume_only_G: bool = False
     stop_on_divergence: bool = False
-    precision: str = "fp32"  # of G's synthesis and D's blocks while training: fp32 | bf16 (autocast; see docs/PERF.md)
+    # numerics of training: auto (reference on a GPU, fp32 elsewhere) | reference (TF32 off, D's top 4 blocks fp16,
+    # as the reference) | fp32 | tf32 | bf16 (autocast of G's synthesis and D's blocks); docs/FIDELITY.md, PERF.md
+    precision: str = "auto"
     compile: bool = False  # torch.compile (inductor) of the trained G's synthesis: ~1.2x on CPU after ~30-60 s (docs/PERF.md)
     triplane_kernel: bool = False  # gan3d's C++ CPU kernel for the trained G's tri-plane lookup (built once, docs/PERF.md)
     cpu_malloc: str = "auto"  # CPU training: cached (glibc keeps freed blocks) | system | auto = cached where glibc is
@@ -203,7 +206,7 @@ class ExperimentConfig:
 
 CAMERA_DISTS = ("dataset", "spherical_uniform", "uniform", "normal", "truncated_gaussian", "hybrid")
 PATCH_DISTS = ("beta", "uniform", "discrete_uniform")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "reference", "fp32", "tf32", "bf16")
 CPU_MALLOCS = ("auto", "cached", "system")
 AUGMENT_KINDS = ("ada", "fixed", "none")
 METRICS = ("fid2k_full", "fid50k_full", "kid2k_full", "kid50k_full", "swd")
@@ -272,12 +275,17 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 def _finish(merged) -> ExperimentConfig:
     """Fill derived values, then freeze and validate. min_scale 0 means patch / image resolution (EpiGRAF:
-    the smallest patch samples the image at its full resolution); ema_kimg 0 means batch x 0.3125 (the seed)."""
+    the smallest patch samples the image at its full resolution); ema_kimg 0 means batch x 0.3125 (the seed).
+    Fine-tuning (training.resume with resume_only_G) sets what the reference's train.py:283-286 sets: ADA reacting
+    in 100 kimg, no EMA ramp-up, no blur."""
     p, t = merged.training.patch, merged.training
     if p.min_scale == 0:
         merged = OmegaConf.merge(merged, {"training": {"patch": {"min_scale": p.resolution / merged.dataset.resolution}}})
     if t.ema_kimg == 0:
         merged = OmegaConf.merge(merged, {"training": {"ema_kimg": t.batch * 0.3125}})
+    if t.resume and t.resume_only_G:
+        merged = OmegaConf.merge(merged, {"training": {"augment": {"speed_kimg": 100.0}, "ema_rampup": 0.0,
+                                                       "blur_sigma": 0.0}})
     out = OmegaConf.to_object(merged)
     validate(out)
     return out
@@ -380,6 +388,9 @@ def validate(cfg: ExperimentConfig) -> None:
     need(p.anneal_kimg >= 0, "training.patch.anneal_kimg", p.anneal_kimg, ">= 0")
     need(len(p.discrete_support) > 0 and all(0 < s <= 1 for s in p.discrete_support),
          "training.patch.discrete_support", list(p.discrete_support), "a non-empty list of scales in (0, 1]")
+    need(p.distribution != "discrete_uniform" or p.max_scale in p.discrete_support,
+         "training.patch.discrete_support", list(p.discrete_support),
+         f"a list holding training.patch.max_scale ({p.max_scale}): the only scale allowed at kimg 0")
 
     need(t.batch > 0, "training.batch", t.batch, "> 0")
     need(t.precision in PRECISIONS, "training.precision", t.precision, f"one of {', '.join(PRECISIONS)}")

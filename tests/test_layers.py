@@ -1,6 +1,6 @@
 """Imports flow one way through gan3d's layers (every import, including those inside functions).
 
-    config, errors -> render -> storage -> data -> nn -> metrics, track -> training
+    config, errors, draws -> render -> storage -> data -> nn -> metrics, track -> training
         -> evaluate, visualize, bench, report, inversion, invert_files -> orchestrate -> cli -> the package's API (gan3d/__init__)
 
 render (pure camera, ray, tri-plane and volume functions) sits under data because datasets use the same
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-LAYERS = [("config", "errors"), ("render",), ("storage",), ("data",), ("nn",), ("metrics", "track"), ("training",),
+LAYERS = [("config", "errors", "draws"), ("render",), ("storage",), ("data",), ("nn",), ("metrics", "track"), ("training",),
           ("evaluate", "visualize", "bench", "report", "inversion", "invert_files"), ("orchestrate",), ("cli", "commands")]
 RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
 API = len(LAYERS)  # gan3d/__init__.py

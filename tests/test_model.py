@@ -198,6 +198,39 @@ def test_bf16_training_precision_keeps_renders_and_losses_in_fp32(smoke_cfg):
     assert 0 < err < 0.05  # bf16 convs really ran, and stayed close
 
 
+def test_reference_precision_runs_ds_four_top_blocks_in_fp16_with_clamping(smoke_cfg):
+    """training.precision 'reference': D's blocks of the 4 highest resolutions in fp16 (the reference's
+    num_fp16_res=4: blocks at >= max(2^(log2 top + 1 - 4), 8)), the rest and G's synthesis in fp32, conv outputs
+    clamped to 256 x gain. Runs the fp16 blocks on the CPU (torch has fp16 convolutions there)."""
+    from gan3d.config import load_config, replace
+    from gan3d.nn import resolve_precision, set_training_precision
+
+    ffhq = load_config(ROOT / "experiments" / "ffhq512.yaml")
+    assert build_discriminator(ffhq).use_fp16_blocks(4) == [512, 256, 128, 64]  # of 512 .. 8
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "reference"
+    cfg = replace(smoke_cfg, ["training.precision=reference", "dataset.resolution=128", "training.patch.resolution=16"])
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), build_discriminator(cfg)  # D blocks 128 .. 8
+    assert set_training_precision(cfg, G, D) == "reference"
+    seen = {}
+    for r, block in zip(D.block_resolutions, D.blocks):
+        block.register_forward_hook(lambda m, i, o, r=r: seen.__setitem__(r, o.dtype))
+    params = torch.tensor([[0.5, 0.1, 0.2]] * 4)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    logits = D(x, params)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert seen == {128: torch.float16, 64: torch.float16, 32: torch.float16, 16: torch.float16, 8: torch.float32}
+    assert G.synthesis.compute_dtype == torch.float32
+    conv = D.blocks[0].conv0  # an fp16 conv: its activations are clamped to +-256 (x gain 1 here)
+    with torch.no_grad():
+        conv.weight.fill_(10.0)
+    out = conv(torch.full((1, conv.weight.shape[1], 8, 8), 100.0, dtype=torch.float16))
+    assert out.dtype == torch.float16 and out.max().item() == 256.0
+    set_training_precision(replace(cfg, ["training.precision=fp32"]), G, D)
+    assert all(b.dtype == torch.float32 for b in D.blocks)
+
+
 def test_compiled_synthesis_matches_eager_with_the_same_noise_and_keeps_checkpoint_keys(smoke_cfg):
     """training.compile: the compiled synthesis draws eager's noise (fallback_random) and gives eager's planes and
     gradients within float rounding; the module's state_dict keys and an earlier copy (G_ema) are untouched."""

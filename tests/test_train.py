@@ -252,6 +252,31 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_resume_and_render(tmp_path, 
     assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048])  # 0.032 replayed once
 
 
+def test_fine_tuning_starts_from_g_d_and_g_ema_with_the_references_adjustments(tmp_path, synthetic_zip, capsys):
+    """training.resume_only_G, as the reference's train.py:283-286: G, D and G_ema from the checkpoint, fresh Adam,
+    counters and ADA p, ADA reacting in 100 kimg, no EMA ramp-up, no blur."""
+    from gan3d.training.checkpoint import list_checkpoints
+    from gan3d.training.loop import training_loop
+    from gan3d.training.session import LocalSession
+
+    training_loop(tiny("training.kimg=0.032", "logging.wandb=false", "training.seed=5"), tmp_path / "a",
+                  LocalSession(tmp_path / "a"),
+                  str(synthetic_zip), "a")
+    start = read_checkpoint(list_checkpoints(tmp_path / "a")[-1])
+    cfg = tiny("training.kimg=0.016", "logging.wandb=false", f"training.resume={start.path}",
+               "training.resume_only_G=true")
+    t = cfg.training
+    assert (t.augment.speed_kimg, t.ema_rampup, t.blur_sigma) == (100.0, 0.0, 0.0)
+    training_loop(cfg, tmp_path / "b", LocalSession(tmp_path / "b"), str(synthetic_zip), "b")
+    assert "fine-tuning: G, D, G_ema" in capsys.readouterr().out
+    tuned = read_checkpoint(list_checkpoints(tmp_path / "b")[-1])
+    assert tuned.counters.cur_nimg == 16  # counted from 0
+    for net in ("G", "D"):  # two small Adam steps away from the start, not a fresh initialisation
+        moved = max((tuned.state[f"model/{net}"][k].float() - v.float()).abs().max().item()
+                    for k, v in start.state[f"model/{net}"].items() if v.is_floating_point())
+        assert 0 < moved < 0.2, (net, moved)
+
+
 def test_ticks_of_a_killed_attempt_reach_wandb_after_the_resume(tmp_path, synthetic_zip, capsys):
     """SIGKILL loses W&B's buffered run file; the resumed attempt logs what metrics.parquet has and W&B lacks."""
     from gan3d.training.loop import training_loop

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from gan3d.config import CameraConfig
+from gan3d.draws import seeded
 from gan3d.errors import ConfigError, Gan3dError
-from gan3d.render.cameras import cam2world_matrix, sample_camera_angles
+from gan3d.render.cameras import cam2world_matrix, sample_camera_angles, wrap_yaw
 
 ASSET_EXTS = (".glb", ".gltf", ".obj", ".fbx", ".blend")
 ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE_NEXT"}
@@ -209,8 +210,7 @@ def render_asset(root: str | Path, rel: str, parts: str | Path, s: RenderSetting
     path, out = Path(root) / rel, Path(parts) / asset_id(rel)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(asset_seed(rel, s.seed))
-    angles = sample_camera_angles(s.views, s.camera, gen)  # [V, 3], roll 0
+    angles = wrap_yaw(sample_camera_angles(s.views, s.camera, seeded(asset_seed(rel, s.seed))))  # [V, 3], roll 0
     with _quiet(Path(parts) / "blender.log"):
         bpy.ops.wm.read_factory_settings(use_empty=True)
         _import(bpy, path)

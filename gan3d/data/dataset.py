@@ -87,6 +87,11 @@ class ImageDataset(torch.utils.data.Dataset):
             return None
         return np.concatenate([self.angles, mirror_angles(self.angles, self.yaw_center)]) if self.mirror else self.angles
 
+    def pose_pool(self) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Every entry's camera angles [N, 3] (None without poses) and class [N], mirrored entries included, in
+        index order: what fakes draw their cameras and labels from."""
+        return self.all_angles(), np.concatenate([self.labels, self.labels]) if self.mirror else self.labels
+
 
 class ShardedSampler(torch.utils.data.Sampler):
     """Infinite index stream for one rank: every epoch a new seeded permutation, this rank's slice of it."""

@@ -93,8 +93,29 @@ class ParquetDataset(torch.utils.data.IterableDataset):
         if use_labels and not self.meta.get("has_labels", False):
             raise DatasetError(f"{self.path}: dataset.use_labels is set but the shards have no labels")
         self.mirror = mirror
+        self.num_rows = sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in self.files)
         self.rank, self.world, self.seed, self.start_epoch = 0, 1, 0, 0
         self._fs = None
+        self._pool: Optional[tuple] = None
+
+    def __len__(self) -> int:
+        """Rows in the shards (mirroring flips rows at random instead of doubling them)."""
+        return self.num_rows
+
+    def pose_pool(self) -> tuple[Optional[np.ndarray], np.ndarray]:
+        """Every row's camera angles [N, 3] (None without poses) and class [N], mirrored copies appended when
+        mirroring: what fakes draw their cameras and labels from (the pose and label columns only are read)."""
+        if self._pool is None:
+            fs, _ = _filesystem(self.path)
+            cols = [pq.read_table(fs.open_input_file(f), columns=["yaw", "pitch", "roll", "label"]) for f in self.files]
+            table = pa.concat_tables(cols)
+            angles = np.stack([np.nan_to_num(table.column(k).to_numpy(zero_copy_only=False).astype(np.float32))
+                               for k in ("yaw", "pitch", "roll")], 1)
+            labels = np.nan_to_num(table.column("label").to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
+            if self.mirror:
+                angles, labels = np.concatenate([angles, mirror_angles(angles, self.yaw_center)]), np.tile(labels, 2)
+            self._pool = (angles if self.has_poses else None, labels)
+        return self._pool
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -19,9 +19,10 @@ import torch
 from tqdm import tqdm
 
 from gan3d.config import CameraConfig
+from gan3d.draws import seeded
 from gan3d.data.parquet import encode_png
 from gan3d.errors import DatasetError
-from gan3d.render.cameras import cam2world_matrix, sample_camera_angles
+from gan3d.render.cameras import cam2world_matrix, sample_camera_angles, wrap_yaw
 from gan3d.render.rays import ray_directions, world_rays
 
 KINDS = ("primitives",)
@@ -117,7 +118,7 @@ def make_synthetic(out: str | Path, n: int, resolution: int, camera: CameraConfi
     if camera.dist == "dataset":  # the data defines the poses: draw them from the configured gaussian
         camera = replace(camera, dist="normal")
     rng = np.random.default_rng(seed)
-    angles = sample_camera_angles(n, camera, torch.Generator().manual_seed(seed))
+    angles = wrap_yaw(sample_camera_angles(n, camera, seeded(seed)))  # dataset.json yaws
     files, depths, poses = {}, [], {}
     for i in tqdm(range(n), desc=f"rendering synthetic {kind}", unit="img", disable=None):
         img, depth = render_scene(random_scene(rng), angles[i], camera, resolution)

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from gan3d.draws import RandomDraws
 from gan3d.metrics.inception import InceptionWeightsMissing, load_inception, missing_message
 from gan3d.metrics.stats import feature_stats, frechet_distance, kernel_distance
 from gan3d.metrics.swd import swd
@@ -46,7 +47,7 @@ def generate(G, n: int, cfg, device, seed: int = 0, batch: int = 16, angles_pool
             angles = angles_pool[torch.randint(len(angles_pool), (b,), generator=gen)].to(device)
         else:
             cam = cfg.dataset.camera if cfg.dataset.camera.dist != "dataset" else _fallback_camera(cfg)
-            angles = sample_camera_angles(b, cam, gen, device=device)
+            angles = sample_camera_angles(b, cam, RandomDraws(generator=gen), device=device)
         c = None
         if G.c_dim:
             c = torch.nn.functional.one_hot(torch.randint(G.c_dim, (b,), generator=gen), G.c_dim).float().to(device)

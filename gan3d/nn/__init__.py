@@ -20,14 +20,31 @@ def build_discriminator(cfg: ExperimentConfig) -> PatchDiscriminator:
                               cfg.dataset.c_dim if cfg.dataset.use_labels else 0)
 
 
-def set_training_precision(cfg: ExperimentConfig, G: TriplaneGenerator, D: PatchDiscriminator) -> None:
-    """training.precision for the conv stacks of the trained G and D (G_ema and renders stay fp32). A precision
-    the device cannot run is an error, never a silent fallback to fp32."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """training.precision 'auto': the reference's numerics on a GPU, fp32 elsewhere (the reference forces fp32 off
+    CUDA too)."""
+    if precision == "auto":
+        return "reference" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def set_training_precision(cfg: ExperimentConfig, G: TriplaneGenerator, D: PatchDiscriminator) -> str:
+    """training.precision for the trained G and D (G_ema and renders stay fp32); returns the one in force.
+
+    'reference': TF32 off for convolutions and matmuls (the reference's training_loop.py:77-78), D's blocks of the
+    four highest resolutions in fp16 with conv_clamp 256 (its num_fp16_res=4), G's tri-plane synthesis fp32.
+    'fp32': everything fp32, TF32 off. 'tf32': fp32 with TF32 convolutions and matmuls on a GPU. 'bf16': autocast
+    of G's synthesis and D's blocks. A precision the device cannot run is an error, never a silent fallback."""
     device = next(G.parameters()).device
-    if cfg.training.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    precision = resolve_precision(cfg.training.precision, device)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"key 'training.precision' = 'bf16' is not supported on {torch.cuda.get_device_name(device)}:"
-                          " expected fp32 there")
-    G.synthesis.compute_dtype = D.compute_dtype = DTYPES[cfg.training.precision]
+                          " expected reference or fp32 there")
+    if device.type == "cuda":  # process-wide, as in the reference (its renders and metrics run without TF32 too)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    G.synthesis.compute_dtype = D.compute_dtype = DTYPES[precision]
+    D.use_fp16_blocks(4 if precision == "reference" else 0)
+    return precision
 
 
 def use_triplane_kernel(cfg: ExperimentConfig, G: TriplaneGenerator) -> None:
@@ -90,5 +107,6 @@ def count_parameters(module) -> int:
 
 
 __all__ = ["Patch", "TriplaneGenerator", "PatchDiscriminator", "build_generator", "build_discriminator", "set_training_precision",
+           "resolve_precision",
            "use_triplane_kernel", "compile_for_training",
            "prepare_for_training", "count_parameters"]

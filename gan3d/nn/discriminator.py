@@ -72,10 +72,13 @@ class DiscriminatorBlock(nn.Module):
         self.conv0 = Conv2d(tmp_ch, tmp_ch, 3, activation="lrelu")
         self.conv1 = Conv2d(tmp_ch, out_ch, 3, activation="lrelu", down=down, mod_dim=mod_dim)
         self.skip = Conv2d(tmp_ch, out_ch, 1, bias=False, down=down, conv_clamp=None)
+        self.dtype = torch.float32  # fp16 for the top blocks under training.precision 'reference' (use_fp16_blocks)
 
     def forward(self, x: Optional[torch.Tensor], img: torch.Tensor, h: Optional[torch.Tensor]) -> torch.Tensor:
+        if x is not None:
+            x = x.to(self.dtype)
         if self.fromrgb is not None:
-            x = self.fromrgb(img)
+            x = self.fromrgb(img.to(self.dtype))
         y = self.skip(x, gain=math.sqrt(0.5))
         return y + self.conv1(self.conv0(x), h, gain=math.sqrt(0.5))
 
@@ -106,7 +109,16 @@ class PatchDiscriminator(nn.Module):
         self.epilogue_conv = Conv2d(c4 + cfg.mbstd_channels, c4, 3, activation="lrelu")
         self.epilogue_fc = FullyConnected(c4 * 16, c4, activation="lrelu")
         self.out = FullyConnected(c4, self.cmap_dim)
-        self.compute_dtype = torch.float32  # of the blocks; training.precision sets it, the epilogue stays fp32
+        self.compute_dtype = torch.float32  # autocast dtype of the blocks (bf16); the epilogue stays fp32
+
+    def use_fp16_blocks(self, num_fp16_res: int = 4) -> list[int]:
+        """Run the blocks of the `num_fp16_res` highest resolutions in fp16, as the reference's D does on a GPU
+        (networks_discriminator.py:203,237: blocks at >= max(2^(log2 top + 1 - n), 8), top = the image resolution
+        its extra start blocks stand for). Returns those blocks' resolutions."""
+        cut = max(2 ** (int(np.log2(self.block_resolutions[0])) + 1 - num_fp16_res), 8)
+        for r, block in zip(self.block_resolutions, self.blocks):
+            block.dtype = torch.float16 if r >= cut else torch.float32
+        return [r for r in self.block_resolutions if r >= cut]
 
     def forward(self, img: torch.Tensor, patch_params: torch.Tensor, c: Optional[torch.Tensor] = None,
                 angles: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from gan3d.config import CameraConfig, GeneratorConfig
+from gan3d.draws import GLOBAL, Draws
 from gan3d.nn.layers import (FullyConnected, ModulatedConv, conv_precision, fir_filter, normalize_2nd_moment,
                              upsample2d)
 from gan3d.render import cameras, rays, triplane, triplane_kernel, volume
@@ -54,17 +55,18 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisLayer(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: int = 1):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: int = 1, name: str = ""):
         super().__init__()
-        self.resolution = resolution
+        self.resolution, self.name = resolution, name  # name: the reference's, e.g. b8.conv0 (its noise draw)
         self.conv = ModulatedConv(in_ch, out_ch, w_dim, 3, up=up)
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.noise_strength = nn.Parameter(torch.zeros([]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, draws: Draws = GLOBAL) -> torch.Tensor:
         noise = None  # added before bias + activation, as StyleGAN2 does
         if noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
+            shape = (x.shape[0], 1, self.resolution, self.resolution)
+            noise = draws.normal(f"synth_noise/{self.name}", shape, x.device) * self.noise_strength
         elif noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         return self.conv(x, w, noise)
@@ -80,20 +82,20 @@ class SynthesisBlock(nn.Module):
             self.const = nn.Parameter(torch.randn(out_ch, resolution, resolution))
             self.conv0 = None
         else:
-            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, resolution, up=2)
-        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, resolution)
+            self.conv0 = SynthesisLayer(in_ch, out_ch, w_dim, resolution, up=2, name=f"b{resolution}.conv0")
+        self.conv1 = SynthesisLayer(out_ch, out_ch, w_dim, resolution, name=f"b{resolution}.conv1")
         self.torgb = ModulatedConv(out_ch, out_channels, w_dim, 1, activation="linear", demodulate=False, conv_clamp=256)
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
         self.num_ws = 2 if in_ch == 0 else 3  # conv(s) + torgb; torgb shares the next block's first w
 
-    def forward(self, x, img, ws: torch.Tensor, noise_mode: str):
+    def forward(self, x, img, ws: torch.Tensor, noise_mode: str, draws: Draws = GLOBAL):
         i = 0
         if self.conv0 is None:
             x = self.const[None].repeat(ws.shape[0], 1, 1, 1)
         else:
-            x = self.conv0(x, ws[:, i], noise_mode)
+            x = self.conv0(x, ws[:, i], noise_mode, draws)
             i += 1
-        x = self.conv1(x, ws[:, i], noise_mode)
+        x = self.conv1(x, ws[:, i], noise_mode, draws)
         y = self.torgb(x, ws[:, i + 1])
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
@@ -116,13 +118,13 @@ class TriplaneSynthesis(nn.Module):
         self.compute_dtype = torch.float32  # training.precision sets it on the trained copy; renders stay fp32
         self.channels_last_planes = False  # planes with contiguous texels, as the tri-plane kernel reads them
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", draws: Draws = GLOBAL) -> torch.Tensor:
         x = img = None
         w_idx = 0
         with conv_precision(self.compute_dtype, ws.device):
             for block in self.blocks:
                 n = 1 if block.conv0 is None else 2
-                x, img = block(x, img, ws[:, w_idx: w_idx + n + 1], noise_mode)
+                x, img = block(x, img, ws[:, w_idx: w_idx + n + 1], noise_mode, draws)
                 w_idx += n
         B, _, T, _ = img.shape
         if self.channels_last_planes:  # the same values; inside a compiled graph the layout comes with the last add
@@ -208,7 +210,8 @@ class TriplaneGenerator(nn.Module):
         return self.mapping(z, cond, truncation_psi, update_w_avg)
 
     # ----------------------------------------------------------------------------------- planes -> pixels
-    def _render_rays(self, planes, ws, origins, dirs, density_noise: float, perturb: bool) -> dict[str, torch.Tensor]:
+    def _render_rays(self, planes, ws, origins, dirs, density_noise: float, perturb: bool,
+                     draws: Draws) -> dict[str, torch.Tensor]:
         """Coarse + importance samples for R rays: origins, dirs [B, R, 3] -> rgb [B, R, 3], depth [B, R, 1].
 
         The seed's hierarchical sampling: stratified coarse depths (jittered while training), their weights
@@ -229,17 +232,18 @@ class TriplaneGenerator(nn.Module):
             rgb, sigma = self.decoder(feats)
             return rgb.reshape(B, R, S, 3), sigma.reshape(B, R, S, 1)
 
-        z = rays.stratified_depths((B, R), r.num_coarse, cam.ray_start, cam.ray_end, perturb, device=dirs.device)
+        z = rays.stratified_depths((B, R), r.num_coarse, cam.ray_start, cam.ray_end, perturb, draws, dirs.device)
         rgb, sigma = evaluate(z)
         if r.num_fine > 0:
             with torch.no_grad():
-                coarse = volume.integrate(rgb, sigma, z, density_noise, last_delta)
-            z_fine = rays.importance_depths(z, coarse["weights"], r.num_fine, deterministic=not perturb)
+                coarse = volume.integrate(rgb, sigma, z, density_noise, last_delta, draws, "density_noise_coarse")
+            z_fine = rays.importance_depths(z, coarse["weights"], r.num_fine, not perturb, draws)
             rgb_f, sigma_f = evaluate(z_fine)
             z, order = torch.sort(torch.cat([z_fine, z], -1), dim=-1)  # [B, R, Sf+S]
             rgb = torch.gather(torch.cat([rgb_f, rgb], -2), -2, order[..., None].expand(-1, -1, -1, 3))
             sigma = torch.gather(torch.cat([sigma_f, sigma], -2), -2, order[..., None])
-        out = volume.integrate(rgb, sigma, z, density_noise, last_delta)
+        out = volume.integrate(rgb, sigma, z, density_noise, last_delta, draws,
+                               "density_noise_fine" if r.num_fine > 0 else "density_noise_coarse")
         if self.background is not None:
             bg = self.background(origins, dirs, ws[:, -1], cam.ray_end)
             out["rgb"] = out["rgb"] + out["final_transmittance"] * bg
@@ -249,7 +253,8 @@ class TriplaneGenerator(nn.Module):
 
     def render_planes(self, planes: torch.Tensor, ws: torch.Tensor, angles: torch.Tensor, resolution: Optional[int] = None,
                patch: Optional[Patch] = None, density_noise: float = 0.0,
-               stochastic: Optional[bool] = None, fov: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+               stochastic: Optional[bool] = None, fov: Optional[torch.Tensor] = None,
+               draws: Draws = GLOBAL) -> dict[str, torch.Tensor]:
         """Render tri-planes from cameras `angles` [B, 3]: image [B, 3, H, W] (nominally [-1, 1]), depth [B, 1, H, W].
 
         With `patch`, only the rays of that patch are cast (resolution = the patch's pixel count per side).
@@ -271,7 +276,7 @@ class TriplaneGenerator(nn.Module):
             planes = triplane_kernel.channels_last(planes)
         chunk = self.cfg.render.max_batch_res ** 2
         outs = [self._render_rays(planes, ws, origins[:, i:i + chunk], dirs[:, i:i + chunk], density_noise,
-                                   stochastic)
+                                   stochastic, draws)
                 for i in range(0, dirs.shape[1], chunk)]
         rgb = torch.cat([o["rgb"] for o in outs], 1)  # [B, R, 3]
         depth = torch.cat([o["depth"] for o in outs], 1)  # [B, R, 1]
@@ -281,11 +286,11 @@ class TriplaneGenerator(nn.Module):
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], angles: torch.Tensor, patch: Optional[Patch] = None,
                 resolution: Optional[int] = None, truncation_psi: float = 1.0, noise_mode: str = "const",
                 density_noise: float = 0.0, cond_angles: Optional[torch.Tensor] = None,
-                update_w_avg: bool = False) -> torch.Tensor:
+                update_w_avg: bool = False, draws: Draws = GLOBAL) -> torch.Tensor:
         """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res], nominally in [-1, 1]."""
         ws = self.map(z, c, angles if cond_angles is None else cond_angles, truncation_psi, update_w_avg)
-        planes = self.synthesis(ws, noise_mode)
-        return self.render_planes(planes, ws, angles, resolution, patch, density_noise)["image"]
+        planes = self.synthesis(ws, noise_mode, draws)
+        return self.render_planes(planes, ws, angles, resolution, patch, density_noise, draws=draws)["image"]
 
     @torch.no_grad()
     def render(self, seeds, cameras: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 LRELU_GAIN = math.sqrt(2)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # config.PRECISIONS
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "reference": torch.float32, "bf16": torch.bfloat16}
 
 
 def conv_precision(dtype: torch.dtype, device: torch.device):
@@ -262,12 +262,16 @@ class Conv2d(nn.Module):
         self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, code: Optional[torch.Tensor] = None, gain: float = 1.0) -> torch.Tensor:
+        """In x's dtype: an fp16 block (training.precision 'reference') casts weights, bias and the modulated input
+        to fp16, as StyleGAN2-ADA's Conv2dLayer does; the clamp (256 x gain) bounds its activations."""
         if self.affine is not None:
-            x = x * (1 + self.affine(code).tanh())[:, :, None, None]  # [B, I, H, W]
-        x = conv2d_resample(x, self.weight * self.weight_gain, self.resample_filter, down=self.down, padding=self.padding)
+            x = (x * (1 + self.affine(code).tanh())[:, :, None, None]).to(x.dtype)  # [B, I, H, W]
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        x = conv2d_resample(x, w, self.resample_filter, down=self.down, padding=self.padding)
         act_gain = (LRELU_GAIN if self.activation == "lrelu" else 1.0) * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=act_gain, clamp=clamp)
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return bias_act(x, b, self.activation, gain=act_gain, clamp=clamp)
 
 
 def mbstd_group_size(batch: int, group_size: int) -> int:

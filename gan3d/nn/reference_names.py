@@ -70,20 +70,43 @@ _FIXED = [(r".*resample_filter", lambda state, k: fir_filter()),
 _UNUSED = [r"mapping\.mean_camera_pose"]
 
 
+_NO_RULE = object()
+
+
+def _target(key: str, rules: list[Rule]):
+    """The gan3d name of a reference name, None for a dropped one, _NO_RULE when no rule matches."""
+    for pattern, target in rules:
+        m = re.fullmatch(pattern, key)
+        if m:
+            return target(m)
+    return _NO_RULE
+
+
+def _rules(module: torch.nn.Module, kind: str) -> list[Rule]:
+    if kind == "G":
+        return _generator_rules(len(module.decoder.hidden) + 1)
+    return _discriminator_rules(module.block_resolutions[0])
+
+
 def rename(ref_state: dict[str, torch.Tensor], rules: list[Rule]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
     """Apply `rules` to reference names: (renamed tensors, dropped names, names no rule knows)."""
     out, dropped, unknown = {}, [], []
     for key, value in ref_state.items():
-        for pattern, target in rules:
-            m = re.fullmatch(pattern, key)
-            if m:
-                name = target(m)
-                (dropped.append(key) if name is None else out.__setitem__(name, value))
-                break
-        else:
+        name = _target(key, rules)
+        if name is _NO_RULE:
             (dropped if any(re.fullmatch(p, key) for p, _ in _FIXED) or any(re.fullmatch(p, key) for p in _UNUSED)
              else unknown).append(key)
+        elif name is None:
+            dropped.append(key)
+        else:
+            out[name] = value
     return out, dropped, unknown
+
+
+def reference_names(module: torch.nn.Module, kind: str, ref_names) -> dict[str, str]:
+    """gan3d name -> the reference's, for a G (`kind='G'`) or D (`'D'`) and the reference's names."""
+    rules = _rules(module, kind)
+    return {name: key for key in ref_names if isinstance(name := _target(key, rules), str)}
 
 
 def load_reference_state(module: torch.nn.Module, ref_state: dict[str, torch.Tensor], kind: str,
@@ -92,12 +115,8 @@ def load_reference_state(module: torch.nn.Module, ref_state: dict[str, torch.Ten
 
     Raises CheckpointError naming every missing, unexpected or mis-shaped tensor; returns the dropped names.
     """
-    if kind == "G":
-        rules = _generator_rules(len(module.decoder.hidden) + 1)
-    else:
-        rules = _discriminator_rules(module.block_resolutions[0])
     ref_state = {k: torch.as_tensor(v) for k, v in ref_state.items()}
-    state, dropped, unknown = rename(ref_state, rules)
+    state, dropped, unknown = rename(ref_state, _rules(module, kind))
     own = module.state_dict()
     problems = [f"unexpected tensor '{k}'" for k in unknown]
     problems += [f"missing tensor for '{k}'" for k in own if k not in state and not _computed(k)]

@@ -8,11 +8,11 @@ looking down -z). Roll rotates the camera about its viewing axis (roll = 0 is th
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
 from gan3d.config import CameraConfig
+from gan3d.draws import Draws
 
 _EPS = 1e-5
 
@@ -61,47 +61,41 @@ def camera_cond_scalars(angles: torch.Tensor) -> torch.Tensor:
     return yp.sign() * (yp.abs() % (2 * math.pi)) / (2 * math.pi)
 
 
-def sample_camera_angles(n: int, cfg: CameraConfig, generator: Optional[torch.Generator] = None,
-                         dataset_angles: Optional[torch.Tensor] = None, device="cpu") -> torch.Tensor:
-    """Draw [n, 3] camera angles from the distribution `cfg.dist` (pi-GAN / EpiGRAF samplers)."""
-    def rand(*shape):
-        return torch.rand(*shape, generator=generator).to(device)
+def wrap_yaw(angles: torch.Tensor) -> torch.Tensor:
+    """The same cameras with yaw in [-pi, pi) (what a dataset.json holds); pitch and roll unchanged."""
+    out = angles.clone()
+    out[:, 0] = torch.remainder(out[:, 0] + math.pi, 2 * math.pi) - math.pi
+    return out
 
-    def randn(*shape):
-        return torch.randn(*shape, generator=generator).to(device)
 
-    def trunc(*shape):  # N(0, 1) truncated at +-2 by resampling
-        x = randn(*shape)
-        while (bad := x.abs() > 2).any():
-            x = torch.where(bad, randn(*shape), x)
-        return x
-
+def sample_camera_angles(n: int, cfg: CameraConfig, draws: Draws, device="cpu") -> torch.Tensor:
+    """Draw [n, 3] camera angles from the distribution `cfg.dist`, with the reference's formulas (its
+    rendering.py `sample_camera_angles`): yaw is not wrapped, pitch is clamped to [1e-5, pi - 1e-5], roll 0.
+    'spherical_uniform' is uniform in yaw and in v = (1 - cos pitch) / 2 over (pitch_mean -+ pitch_std) / pi, so
+    equal-area exactly when that interval is [0, 1]; 'hybrid' picks uniform or gaussian for the whole batch."""
     mean = torch.tensor([cfg.yaw_mean, cfg.pitch_mean], device=device)
     std = torch.tensor([cfg.yaw_std, cfg.pitch_std], device=device)
     dist = cfg.dist
-    if dist == "dataset":
-        if dataset_angles is None or len(dataset_angles) == 0:
-            raise ValueError("camera dist 'dataset' needs a dataset with camera_angles")
-        idx = torch.randint(len(dataset_angles), (n,), generator=generator)
-        return dataset_angles[idx].to(device)
     if dist == "uniform":
-        yp = mean + (rand(n, 2) * 2 - 1) * std
+        yp = mean + (draws.uniform("camera_u", (n, 2), device) - 0.5) * 2 * std
     elif dist == "normal":
-        yp = mean + randn(n, 2) * std
-    elif dist == "truncated_gaussian":
-        yp = mean + trunc(n, 2) * std
-    elif dist == "hybrid":  # pi-GAN: half the batch uniform, half gaussian
-        uni = mean + (rand(n, 2) * 2 - 1) * std
-        gau = mean + randn(n, 2) * std
-        yp = torch.where(rand(n, 1) < 0.5, uni, gau)
-    elif dist == "spherical_uniform":  # uniform in yaw and in cos(pitch): equal area on the sphere band
-        yaw = cfg.yaw_mean + (rand(n) * 2 - 1) * cfg.yaw_std
-        lo = max(cfg.pitch_mean - cfg.pitch_std, 0.0)
-        hi = min(cfg.pitch_mean + cfg.pitch_std, math.pi)
-        cos = math.cos(lo) + rand(n) * (math.cos(hi) - math.cos(lo))
-        yp = torch.stack([yaw, torch.acos(cos.clamp(-1, 1))], dim=-1)
+        yp = mean + draws.normal("camera_n", (n, 2), device) * std
+    elif dist == "truncated_gaussian":  # the first of 4 normal draws inside (-2, 2) (the first if none is)
+        x = draws.normal("camera_n4", (n, 2, 4), device)
+        first = ((x < 2) & (x > -2)).max(-1, keepdim=True)[1]  # [n, 2, 1]
+        yp = mean + x.gather(-1, first)[..., 0] * std
+    elif dist == "hybrid":  # pi-GAN: the whole batch uniform over twice the std, or gaussian
+        if draws.uniform("camera_hybrid_u", (1,)).item() < 0.5:
+            yp = mean + (draws.uniform("camera_u", (n, 2), device) - 0.5) * 2 * std * 2
+        else:
+            yp = mean + draws.normal("camera_n", (n, 2), device) * std
+    elif dist == "spherical_uniform":
+        u = draws.uniform("camera_u", (n, 2), device)
+        yaw = (u[:, 0] - 0.5) * 2 * cfg.yaw_std + cfg.yaw_mean
+        v = ((u[:, 1] - 0.5) * 2 * cfg.pitch_std / math.pi + cfg.pitch_mean / math.pi).clamp(1e-5, 1 - 1e-5)
+        yp = torch.stack([yaw, torch.arccos(1 - 2 * v)], dim=-1)
     else:
-        raise ValueError(f"unknown camera dist {dist!r}")
-    yp[:, 0] = torch.remainder(yp[:, 0] + math.pi, 2 * math.pi) - math.pi  # yaw wrapped to [-pi, pi)
-    yp[:, 1] = yp[:, 1].clamp(_EPS, math.pi - _EPS)
+        raise ValueError(f"camera dist {dist!r} draws no cameras (expected one of uniform, normal, "
+                         f"truncated_gaussian, hybrid, spherical_uniform)")
+    yp = torch.stack([yp[:, 0], yp[:, 1].clamp(_EPS, math.pi - _EPS)], dim=-1)
     return torch.cat([yp, torch.zeros(n, 1, device=device)], dim=-1)  # roll 0

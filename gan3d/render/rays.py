@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from gan3d.draws import GLOBAL, Draws
+
 
 def patch_grid(resolution: int, scales: Optional[torch.Tensor] = None, offsets: Optional[torch.Tensor] = None,
                batch: int = 1, device="cpu") -> torch.Tensor:
@@ -42,7 +44,7 @@ def world_rays(c2w: torch.Tensor, dirs_cam: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def stratified_depths(shape: tuple[int, int], num: int, start: float, end: float, perturb: bool,
-                      generator: Optional[torch.Generator] = None, device="cpu") -> torch.Tensor:
+                      draws: Draws = GLOBAL, device="cpu") -> torch.Tensor:
     """[B, R, S] depths evenly spaced in [start, end]; with `perturb`, each is redrawn uniformly between its
     neighbours' midpoints (the seed's perturb_points), so samples stay inside [start, end]."""
     B, R = shape
@@ -52,11 +54,11 @@ def stratified_depths(shape: tuple[int, int], num: int, start: float, end: float
     mids = 0.5 * (z[..., 1:] + z[..., :-1])  # [B, R, S-1]
     lower = torch.cat([z[..., :1], mids], -1)
     upper = torch.cat([mids, z[..., -1:]], -1)
-    return lower + (upper - lower) * torch.rand(B, R, num, generator=generator, device=device)
+    return lower + (upper - lower) * draws.uniform("depth_jitter", (B, R, num), device)
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num: int, deterministic: bool,
-               generator: Optional[torch.Generator] = None, eps: float = 1e-5) -> torch.Tensor:
+               draws: Draws = GLOBAL, eps: float = 1e-5) -> torch.Tensor:
     """Inverse-CDF sampling (NeRF, Mildenhall et al. 2020 Sec. 5.2) as the seed does it: eps is added to the
     weights, so all-zero weights give uniform samples. bins [N, K+1], weights [N, K] -> [N, num]."""
     N, K = weights.shape
@@ -66,7 +68,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num: int, deterministi
     if deterministic:
         u = torch.linspace(0, 1, num, device=bins.device).expand(N, num).contiguous()
     else:
-        u = torch.rand(N, num, generator=generator, device=bins.device)
+        u = draws.uniform("importance_u", (N, num), bins.device)
     idx = torch.searchsorted(cdf, u)  # first cdf >= u
     below, above = (idx - 1).clamp(min=0), idx.clamp(max=K)
     cdf_lo, cdf_hi = cdf.gather(1, below), cdf.gather(1, above)
@@ -77,7 +79,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num: int, deterministi
 
 
 def importance_depths(depths: torch.Tensor, weights: torch.Tensor, num: int, deterministic: bool = False,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                      draws: Draws = GLOBAL) -> torch.Tensor:
     """[B, R, S] coarse depths and weights -> [B, R, num] depths drawn where the coarse weights are high.
 
     The seed's recipe: bins are the S-1 midpoints between coarse depths, the pdf over their S-2 inner
@@ -87,5 +89,5 @@ def importance_depths(depths: torch.Tensor, weights: torch.Tensor, num: int, det
     w = weights.reshape(B * R, S) + 1e-5
     z = depths.reshape(B * R, S)
     mids = 0.5 * (z[:, 1:] + z[:, :-1])  # [B*R, S-1]
-    fine = sample_pdf(mids, w[:, 1:-1], num, deterministic, generator)  # [B*R, num]
+    fine = sample_pdf(mids, w[:, 1:-1], num, deterministic, draws)  # [B*R, num]
     return fine.detach().reshape(B, R, num)

@@ -1,14 +1,15 @@
 """Volume integration along rays (NeRF quadrature, pi-GAN/EpiGRAF softplus density)."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
+from gan3d.draws import GLOBAL, Draws
+
 
 def integrate(rgb: torch.Tensor, sigma: torch.Tensor, depths: torch.Tensor, noise_std: float = 0.0,
-              last_delta: float = 1e10, generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+              last_delta: float = 1e10, draws: Draws = GLOBAL, noise_name: str = "density_noise"
+              ) -> dict[str, torch.Tensor]:
     """Composite S samples per ray.
 
     rgb [B, R, S, 3] (raw colour), raw density sigma [B, R, S, 1], sorted depths [B, R, S].
@@ -20,7 +21,7 @@ def integrate(rgb: torch.Tensor, sigma: torch.Tensor, depths: torch.Tensor, nois
     deltas = depths[..., 1:] - depths[..., :-1]  # [B, R, S-1]
     deltas = torch.cat([deltas, torch.full_like(deltas[..., :1], last_delta)], dim=-1).unsqueeze(-1)  # [B, R, S, 1]
     if noise_std > 0:  # density noise regularises early training (EpiGRAF, decays to 0)
-        sigma = sigma + noise_std * torch.randn(sigma.shape, generator=generator, device=sigma.device)
+        sigma = sigma + noise_std * draws.normal(noise_name, sigma.shape, sigma.device)
     density = F.softplus(sigma)
     alpha = 1 - torch.exp(-density * deltas)  # [B, R, S, 1]
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + 1e-10], dim=-2), dim=-2)

@@ -152,14 +152,18 @@ def load_modules(ckpt: LoadedCheckpoint, modules: dict[str, torch.nn.Module],
             o.load_state_dict(ckpt.state[f"optim/{k}"])
 
 
-def capture_rng(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "gen": torch_gen.get_state(),
-            "numpy": json.dumps(np_rng.bit_generator.state)}
+def capture_rng(np_rng: np.random.Generator) -> dict:
+    """The random streams of a training process (training.loop.seed_streams): torch's global generators and numpy's."""
+    state = {"torch": torch.get_rng_state(), "numpy": json.dumps(np_rng.bit_generator.state)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
-def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Generator) -> None:
+def restore_rng(state: dict, np_rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    torch_gen.set_state(state["gen"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     np_rng.bit_generator.state = json.loads(state["numpy"])
 
 

@@ -22,12 +22,13 @@ from gan3d.metrics.inception import weights_path
 from gan3d.nn import build_discriminator, build_generator, prepare_for_training
 from gan3d.training import schedules
 from gan3d.training.allocator import use_cpu_malloc
-from gan3d.training.augment import AugmentPipe
+from gan3d.training.augment import AdaStatistic, AugmentPipe
 from gan3d.errors import CheckpointError
 from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, newest_valid, read_checkpoint, restore_rng,
                                       stray_checkpoints, write_checkpoint)
 from gan3d.training.health import HealthMonitor
-from gan3d.training.phases import Batch, GanParts, make_optimizers, make_phases, run_phase, update_ema
+from gan3d.draws import RandomDraws
+from gan3d.training.phases import Batch, GanParts, PosePool, Progress, make_optimizers, make_phases, training_step
 from gan3d.training.session import checkpoint_tmpdir, record_placement
 from gan3d.track import media
 from gan3d.storage import RunMirror
@@ -69,10 +70,22 @@ def _all_mean(values: dict, world: int, device: torch.device) -> dict[str, float
     return dict(zip(keys, t.tolist()))
 
 
-def rank_seed(seed: int, rank: int, step: int) -> int:
-    """The global torch seed of `rank` starting at `step` (EDM2 / nanoGPT seed per rank; step so that a
-    resumed run does not replay the draws it made from step 0)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+def seed_streams(seed: int, rank: int, step: int) -> np.random.Generator:
+    """The one seeding scheme of a training process: every random draw of a step (gan3d.draws) comes from torch's
+    global generators (all devices) or the returned numpy Generator, both seeded from (seed, rank, step): ranks do
+    not repeat each other's draws, and a resumed run does not replay those it made from step 0 (EDM2 / nanoGPT
+    seed per rank). Network initialisation is seeded by `seed` alone, so every rank starts from the same weights."""
+    seq = np.random.SeedSequence([seed, rank, step])
+    torch.manual_seed(int(seq.generate_state(1)[0]))
+    return np.random.default_rng(seq)
+
+
+def pose_pool(dataset, c_dim: int) -> PosePool:
+    """The dataset's cameras and one-hot labels, mirrored entries included, for the fakes to draw from."""
+    angles, labels = dataset.pose_pool()
+    onehot = (torch.nn.functional.one_hot(torch.as_tensor(labels), c_dim).float() if c_dim
+              else torch.zeros(len(labels), 0))
+    return PosePool(torch.as_tensor(angles) if angles is not None else None, onehot)
 
 
 def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str,
@@ -98,7 +111,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     # Data.
     dataset = open_dataset(dataset_path, cfg.dataset.resolution, cfg.dataset.mirror, cfg.dataset.use_labels,
                            needs_poses(cfg), cfg.dataset.max_size)
-    angles_pool = torch.as_tensor(dataset.all_angles()) if hasattr(dataset, "all_angles") and dataset.has_poses else None
+    pool = pose_pool(dataset, c_dim)
 
     # Networks: identical initial weights on every rank (same seed), then rank-specific randomness.
     torch.manual_seed(t.seed)
@@ -112,8 +125,6 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
 
     # Resume: the session's latest checkpoint wins; training.resume starts from a given one.
     counters = Counters()
-    np_rng = np.random.default_rng([t.seed, rank])
-    torch_gen = torch.Generator().manual_seed(t.seed * 1000 + rank)
     try:
         latest = session.load_latest()
         if latest is not None and rank == 0 and storage_uri is None:  # a killed attempt's unregistered dirs
@@ -128,22 +139,18 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     if latest is not None:
         load_modules(latest, modules, optimizers)
         counters = latest.counters
-        np_rng = np.random.default_rng([t.seed, rank, counters.step])
-        torch_gen.manual_seed(t.seed * 1000 + rank + 7919 * counters.step)
     elif t.resume:
         start = read_checkpoint(t.resume)
-        if t.resume_only_G:  # fine-tuning: a fresh D, optimizers and counters
-            load_modules(start, {"G": G, "G_ema": G_ema})
+        if t.resume_only_G:  # fine-tuning as the reference's train.py:283-286: G, D and G_ema; Adam, p, counters fresh
+            load_modules(start, {"G": G, "D": D, "G_ema": G_ema})
         else:
             load_modules(start, modules, optimizers)
             counters = start.counters
-    # Global RNG (synthesis noise, density noise, ray jitter, importance samples, augmentation): one stream per
-    # rank, so N workers do not repeat each other's draws; reproducible for a fixed seed, worker count and step.
-    torch.manual_seed(rank_seed(t.seed, rank, counters.step))
+    np_rng = seed_streams(t.seed, rank, counters.step)
     if latest is not None and rank == 0 and world == latest.cfg.run.workers:
-        restore_rng(latest.state["rng"], np_rng, torch_gen)  # rank 0 continues its exact streams
+        restore_rng(latest.state["rng"], np_rng)  # rank 0 continues its exact streams
     last_metrics: dict[str, float] = dict(latest.metrics) if latest is not None else {}
-    parts = GanParts(cfg, G, D, augment, np_rng, torch_gen)
+    parts = GanParts(cfg, G, D, augment, RandomDraws(np_rng), pool, G_ema)
     phases = make_phases(t)
 
     print0 = (lambda *a: print(*a, flush=True)) if rank == 0 and console else (lambda *a: None)  # EDM2's print0
@@ -154,7 +161,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     if latest is not None:
         print0(f"gan3d: resuming from {latest.path.name} at kimg {counters.kimg:.3f} ({schedules_now})")
     elif t.resume:
-        print0(f"gan3d: starting from {t.resume}{' (G only)' if t.resume_only_G else ''} at kimg "
+        tune = " (fine-tuning: G, D, G_ema; fresh Adam, counters and p; no blur, ADA speed 100 kimg)"
+        print0(f"gan3d: starting from {t.resume}{tune if t.resume_only_G else ''} at kimg "
                f"{counters.kimg:.3f} ({schedules_now})")
     else:
         print0("gan3d: new run")
@@ -190,13 +198,13 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         bar.close()
         wandb.finish()
         return {"kimg": counters.kimg, "stop_reason": "done", **last_metrics}
-    dataset_size = len(dataset) if hasattr(dataset, "__len__") else max(dataset.num_images, 1)
+    dataset_size = max(len(dataset), 1)
     batches = real_batches(dataset, batch_per_worker, rank, world, t.seed, num_workers=0,
                            start_epoch=counters.epoch)
     tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
     sums: dict = {}
     counts: dict[str, int] = {}
-    ada_sum, ada_n = 0.0, 0
+    ada = AdaStatistic()
     row: dict = {}
     reason = None
     while True:
@@ -207,21 +215,18 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         micro = [Batch(i, a, c) for i, a, c in zip(images.split(batch_gpu), angles.to(device).split(batch_gpu),
                                                    onehot.split(batch_gpu))][:num_accum]
 
-        # GAN phases.
-        kimg = counters.kimg
-        for phase in phases:
-            if counters.step % phase.interval == 0:
-                stats = run_phase(phase, parts, optimizers[phase.net], micro, kimg)
-                for k, v in stats.items():  # stays on the device until the tick
-                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
-                if phase.name != "Dreg" and "real_sign" in stats:
-                    ada_sum, ada_n = ada_sum + stats["real_sign"], ada_n + 1
+        # GAN phases and G_ema.
+        step_stats = training_step(parts, phases, optimizers, micro, Progress(counters.cur_nimg, counters.step))
+        for stats in step_stats.values():
+            for k, v in stats.items():  # stays on the device until the tick
+                sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+        ada.observe(step_stats)
 
-        # EMA of G and the ADA probability (r_t = E[sign(D(real))] over the last interval).
-        update_ema(G_ema, G, schedules.ema_beta(kimg, t.batch, t.ema_kimg, t.ema_rampup))
-        if t.augment.kind == "ada" and (counters.step + 1) % t.augment.interval == 0 and ada_n:
-            augment.update(_all_mean({"r": ada_sum / ada_n}, world, device)["r"], t.batch * ada_n)
-            ada_sum, ada_n = 0.0, 0
+        # The ADA probability: r_t = E[sign(D(real))] over the last interval moves p by the images of that interval.
+        if t.augment.kind == "ada" and (counters.step + 1) % t.augment.interval == 0:
+            r = ada.take()
+            if r is not None:
+                augment.update(_all_mean({"r": r}, world, device)["r"], t.batch * t.augment.interval)
 
         # Counters and the stop/tick decisions (identical on every rank).
         counters.cur_nimg += t.batch
@@ -245,9 +250,9 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
                "sec_per_kimg": (now - tick_start_time) / max((counters.cur_nimg - tick_start_nimg) / 1000, 1e-9),
                "augment_p": float(augment.p), "patch_beta": schedules.patch_beta(kimg, t.patch),
                "patch_min_scale": schedules.patch_min_scale(kimg, t.patch),
-               "blur_sigma": schedules.blur_sigma(kimg, t.blur_sigma, t.blur_fade_kimg),
+               "blur_sigma": schedules.blur_sigma(counters.cur_nimg, t.blur_sigma, t.blur_fade_kimg),
                "density_noise": schedules.density_noise(kimg, cfg.model.generator.render.density_noise_std,
-                                                        cfg.model.generator.render.density_noise_kimg),
+                                                        cfg.model.generator.render.density_noise_kimg, counters.step),
                "peak_mem_gb": peak}
         sums, counts = {}, {}
 
@@ -258,7 +263,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
             if metric_names and (done or first_snapshot_unranked
                                  or _crossed(tick_start_nimg, counters.cur_nimg, t.metric_kimg)):
                 values, protocols = evaluate(G_ema, dataset, cfg, metric_names, device, seed=t.seed,
-                                             dataset_id=dataset_path, angles_pool=angles_pool)
+                                             dataset_id=dataset_path, angles_pool=pool.angles)
                 last_metrics.update(values)
                 row.update(values)
                 row["metric_protocols"] = str(protocols)
@@ -278,7 +283,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         if rank == 0 and (snapshot or halt):
             ckpt_root = checkpoint_tmpdir()
             ckpt_dir = write_checkpoint(ckpt_root / "ckpt", cfg, modules, optimizers, counters,
-                                        capture_rng(np_rng, torch_gen), last_metrics, dataset_path)
+                                        capture_rng(np_rng), last_metrics, dataset_path)
             row["checkpoint"] = 1.0
         numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) or k == "stop_reason"}
         reported = dict(numeric)

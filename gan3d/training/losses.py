@@ -20,10 +20,15 @@ def d_real(real_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-real_logits).mean()
 
 
+def r1_grads(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """grad_x sum D(x), [B, C, H, W], differentiable (R1 backpropagates through it). real_images must require grad."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True, only_inputs=True)
+    return grad
+
+
 def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
     """||grad_x D(x)||^2 per sample, [B] (Mescheder et al. 2018). real_images must require grad."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True, only_inputs=True)
-    return grad.square().sum(dim=[1, 2, 3])
+    return r1_grads(real_logits, real_images).square().sum(dim=[1, 2, 3])
 
 
 def r1_loss(penalty: torch.Tensor, gamma: float, interval: int) -> torch.Tensor:

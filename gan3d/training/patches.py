@@ -1,4 +1,10 @@
-"""Patch sampling (EpiGRAF Sec. 3.2) and cutting the same patches out of real images."""
+"""Patch sampling (EpiGRAF Sec. 3.2) and cutting the same patches out of real images.
+
+As the reference's code does it (training_utils.py): one scale and offset per minibatch-std group, laid out
+with repeat_interleave (samples 0..G-1 share the first patch). D's minibatch-std groups are strided (sample i is in
+group i mod B/G), so for a batch larger than the group size every std group mixes different patches; the
+reference's comment says otherwise, its code does this.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,34 +12,36 @@ import torch
 import torch.nn.functional as F
 
 from gan3d.config import PatchConfig
+from gan3d.draws import Draws
 from gan3d.nn.generator import Patch
 from gan3d.nn.layers import mbstd_group_size
 from gan3d.render.rays import patch_grid
 from gan3d.training import schedules
 
 
-def sample_scales(n: int, cfg: PatchConfig, kimg: float, rng: np.random.Generator) -> np.ndarray:
-    """[n] patch scales in [min_scale, max_scale] from the configured distribution at progress `kimg`."""
-    if cfg.distribution == "beta":  # s = min + (max - min) * Beta(alpha, beta(t))
+def sample_scales(n: int, cfg: PatchConfig, kimg: float, draws: Draws, name: str = "patch") -> np.ndarray:
+    """[n] patch scales (float64) from the configured distribution at progress `kimg`."""
+    if cfg.distribution == "beta":  # s = Beta(alpha, beta(t)) (max - min) + min
         b = schedules.patch_beta(kimg, cfg)
-        return cfg.min_scale + (cfg.max_scale - cfg.min_scale) * rng.beta(cfg.alpha, b, size=n)
+        return draws.beta(f"{name}_beta", cfg.alpha, b, n) * (cfg.max_scale - cfg.min_scale) + cfg.min_scale
+    lo = schedules.patch_min_scale(kimg, cfg)  # anneals from max_scale down to min_scale
     if cfg.distribution == "uniform":  # s ~ U[min_scale(t), max_scale]
-        return rng.uniform(schedules.patch_min_scale(kimg, cfg), cfg.max_scale, size=n)
-    if cfg.distribution == "discrete_uniform":
-        return rng.choice(np.asarray(cfg.discrete_support, dtype=np.float64), size=n)
+        return draws.random(f"{name}_scale_u", n) * (cfg.max_scale - lo) + lo
+    if cfg.distribution == "discrete_uniform":  # the support inside [min_scale(t), max_scale], uniformly
+        support = [s for s in cfg.discrete_support if lo <= s <= cfg.max_scale]
+        return draws.choice(f"{name}_scale", support, n).astype(np.float32).astype(np.float64)
     raise ValueError(f"unknown patch distribution {cfg.distribution!r}")
 
 
-def sample_patches(batch: int, cfg: PatchConfig, kimg: float, rng: np.random.Generator, group_size: int = 4,
-                   device="cpu") -> Patch:
-    """Patch params for a batch, shared within each minibatch-std group (group j = samples j, j+n, ...)."""
+def sample_patches(batch: int, cfg: PatchConfig, kimg: float, draws: Draws, group_size: int = 4, device="cpu",
+                   name: str = "patch") -> Patch:
+    """Patch params for a batch: one per minibatch-std group, repeat_interleave'd (see the module doc).
+    The arithmetic is the reference's: scales from float64 cast to float32, offsets u (1 - s) in float32."""
     G = mbstd_group_size(batch, group_size)
-    n = batch // G
-    s = sample_scales(n, cfg, kimg, rng)  # [n]
-    o = rng.uniform(size=(n, 2)) * (1 - s)[:, None]  # o ~ U[0, 1 - s] per axis, [n, 2]
-    scales = torch.as_tensor(np.stack([s, s], 1), dtype=torch.float32).repeat(G, 1)  # [B, 2]
-    offsets = torch.as_tensor(o, dtype=torch.float32).repeat(G, 1)  # [B, 2]
-    return Patch(scales.to(device), offsets.to(device))
+    s = torch.from_numpy(sample_scales(batch // G, cfg, kimg, draws, name)).float()  # [n]
+    scales = torch.stack([s, s], dim=1)  # [n, 2]
+    offsets = draws.uniform(f"{name}_offset_u", scales.shape) * (1.0 - scales)  # o ~ U[0, 1 - s], [n, 2]
+    return Patch(scales.repeat_interleave(G, 0).to(device), offsets.repeat_interleave(G, 0).to(device))
 
 
 def extract_patches(images: torch.Tensor, patch: Patch, resolution: int) -> torch.Tensor:
