@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a run directory or a checkpoint directory")
     p.add_argument("--metrics", default="fid50k_full", help="comma-separated: fid50k_full,kid50k_full,fid2k_full,swd")
     p.add_argument("--data", help="dataset to compare against (default: the one the run trained on)")
-    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="x-flip the reals too")
+    p.add_argument("--mirror", action="store_true",
+                   help="measure against the mirrored set too (not the paper's protocol, which is unflipped)")
     p.add_argument("--num-fakes", type=int, help="override the protocol's number of generated images")
     p.add_argument("--workers", type=int, default=1, help="generate on this many Ray workers")
 

@@ -86,6 +86,9 @@ def _eval(args) -> int:
     res = evaluate_run(args.path, [m for m in args.metrics.split(",") if m], args.data, args.mirror,
                        args.num_fakes, args.workers)
     print(res.table())
+    from gan3d.metrics import protocol_line
+    for name, protocol in sorted(res.protocols.items()):
+        print(f"protocol {protocol_line(name, protocol)}")
     print(f"gan3d: wrote {res.path}")
     return 0
 

@@ -161,6 +161,7 @@ class MetricsConfig:
     metrics: List[str] = field(default_factory=lambda: ["fid2k_full", "kid2k_full", "swd"])
     num_fakes: int = 2048
     inception_weights: str = ""  # path; '' = $GAN3D_INCEPTION_WEIGHTS or the cache path
+    detector_sha256: str = ""  # pin of a TorchScript detector (NVIDIA's inception-2015-12-05.pt), required to run one
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,16 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def ray_generator(ckpt_dir: Path, workers: int, cfg):
-    """generate_fn for metrics.evaluate that splits the images over `workers` Ray tasks (each loads G_ema)."""
+def ray_generator(ckpt_dir: Path, workers: int, cfg, pool):
+    """generate_fn for metrics.evaluate that splits the images over `workers` Ray tasks (each loads G_ema), every
+    chunk conditioned on the same dataset entries (`pool`, metrics.conditioning) and seeded by its position."""
     import ray
 
     from gan3d.metrics import generate
 
     @ray.remote(num_cpus=1)
     def chunk(count: int, seed: int) -> torch.Tensor:
-        return generate(load_generator(ckpt_dir), count, cfg, "cpu", seed=seed)
+        return generate(load_generator(ckpt_dir), count, cfg, "cpu", seed=seed, pool=pool)
 
     def generate_fn(n: int, seed: int) -> torch.Tensor:
         if not ray.is_initialized():
@@ -50,8 +51,10 @@ def ray_generator(ckpt_dir: Path, workers: int, cfg):
     return generate_fn
 
 
-def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] = None, mirror: Optional[bool] = None,
+def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] = None, mirror: bool = False,
                  num_fakes: Optional[int] = None, workers: int = 1, device: str = "cpu") -> EvalResult:
+    """Metrics of a run's best checkpoint (or a checkpoint / reference snapshot) by the reference's protocol;
+    `mirror=True` measures against the mirrored set instead (not the paper's protocol)."""
     from gan3d import metrics as metrics_mod
     from gan3d.data import open_dataset
     from gan3d.storage import is_uri, join, resolve_local, upload
@@ -65,13 +68,13 @@ def evaluate_run(path: str | Path, metrics: Sequence[str], data: Optional[str] =
     data = data or json.loads((ckpt_dir / META).read_text()).get("dataset") or cfg.dataset.path
     if not data:
         raise DatasetError(f"{ckpt_dir}: the checkpoint does not say which dataset it was trained on; pass --data PATH")
-    dataset = open_dataset(data, cfg.dataset.resolution, cfg.dataset.mirror if mirror is None else mirror)
+    dataset = open_dataset(data, cfg.dataset.resolution, mirror)
     G = load_generator(ckpt_dir, device=device)
-    angles = torch.as_tensor(dataset.all_angles()) if getattr(dataset, "has_poses", False) and hasattr(dataset, "all_angles") else None
+    pool = metrics_mod.conditioning(dataset)
     values, protocols = metrics_mod.evaluate(G, dataset, cfg, list(metrics), device, num_fakes=num_fakes,
-                                             seed=cfg.training.seed, dataset_id=str(data), angles_pool=angles,
-                                             generate_fn=ray_generator(ckpt_dir, workers, cfg) if workers > 1 else None,
-                                             progress=True)
+                                             seed=cfg.training.seed, dataset_id=str(data), mirror=mirror,
+                                             generate_fn=ray_generator(ckpt_dir, workers, cfg, pool) if workers > 1
+                                             else None, progress=True)
     if source.is_file():  # a reference snapshot: eval.json beside it
         out = source.with_name(f"{source.stem}.eval.json")
     else:

@@ -19,7 +19,10 @@ import pyarrow.fs as pafs
 from gan3d.config import uri_scheme
 from gan3d.errors import Gan3dError
 
-CACHE = Path(os.environ.get("GAN3D_CACHE", "~/.cache/gan3d")).expanduser()
+def cache_root() -> Path:
+    """gan3d's one cache directory: $GAN3D_CACHE, else ~/.cache/gan3d (read at call time). Downloads, imported
+    snapshots, real-image statistics and detector / LPIPS weights live under it."""
+    return Path(os.environ.get("GAN3D_CACHE", "~/.cache/gan3d")).expanduser()
 
 
 def is_uri(path) -> bool:
@@ -136,7 +139,7 @@ def local_copy(uri: str, cache: Optional[Path] = None) -> Path:
         raise Gan3dError(f"{uri}: not found")
     listing = _files(fs, root) if info.type == pafs.FileType.Directory else {"": (info.size, info.mtime_ns or 0)}
     key = hashlib.sha1(f"{uri}\n{sorted(listing.items())}".encode()).hexdigest()[:16]
-    dest = (cache or CACHE / "storage") / key / Path(root).name
+    dest = (cache or cache_root() / "storage") / key / Path(root).name
     if not dest.exists():
         tmp = download(uri, dest.with_name(f"{dest.name}.{os.getpid()}.part"))  # ranks on a node: one copy each
         try:

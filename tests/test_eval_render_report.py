@@ -37,6 +37,7 @@ def test_eval_picks_the_best_checkpoint_and_writes_eval_json(run_dir):
     res = cli("eval", run_dir, "--metrics", "swd", "--num-fakes", "16")
     assert res.returncode == 0, res.stderr
     assert "swd" in res.stdout and str(best) in res.stdout
+    assert "protocol swd: 16 fakes vs 16 reals" in res.stdout  # says how it measured
     data = json.loads((run_dir / "eval.json").read_text())
     assert data["checkpoint"] == str(best) and data["metrics"]["swd"] > 0
     assert data["protocols"]["swd"]["num_fakes"] == 16

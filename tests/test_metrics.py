@@ -83,3 +83,159 @@ def test_missing_weights_say_so_and_rank_by_swd(monkeypatch, tmp_path):
     assert "reporting SWD only" in missing_message()
     assert main_metric(["fid2k_full", "swd"], inception_available=False) == "swd"
     assert main_metric(["fid2k_full", "swd"], inception_available=True) == "fid2k_full"
+
+
+# ---------------------------------------------------------------------------------------- the reference's protocol
+
+def test_tf1_resize_samples_at_i_times_in_over_out_without_half_pixel_offset():
+    from gan3d.metrics.inception import tf1_resize_bilinear
+    x = torch.tensor([[[[10.0, 20.0], [30.0, 40.0]]]])
+    up = tf1_resize_bilinear(x, 4)  # rows and columns sample 0, 0.5, 1, 1.5 (clamped): a, (a+b)/2, b, b
+    row = torch.tensor([10.0, 15.0, 20.0, 20.0])
+    assert torch.equal(up[0, 0, 0], row) and torch.equal(up[0, 0, 1], row + 10)
+    assert torch.equal(up[0, 0, 2], row + 20) and torch.equal(up[0, 0, 3], row + 20)
+    y = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert torch.equal(tf1_resize_bilinear(y, 2)[0, 0], torch.tensor([[0.0, 2.0], [8.0, 10.0]]))  # 0 and 2 of 4
+    z = torch.rand(2, 3, 299, 299)  # at 299 px it is the identity, as torch's half-pixel bilinear is there
+    assert torch.equal(tf1_resize_bilinear(z, 299), z)
+    assert torch.allclose(torch.nn.functional.interpolate(z, (299, 299), mode="bilinear", align_corners=False), z)
+    # where they differ: 64 -> 299 px
+    w = torch.rand(1, 3, 64, 64)
+    assert (tf1_resize_bilinear(w, 299) - torch.nn.functional.interpolate(w, (299, 299), mode="bilinear")).abs().max() > 0.01
+
+
+def test_the_detector_input_is_x_minus_128_over_128_from_uint8():
+    from gan3d.metrics.inception import prepare
+    img = torch.tensor([0, 128, 255], dtype=torch.uint8).reshape(1, 3, 1, 1).expand(1, 3, 299, 299)
+    out = prepare(img)
+    assert out.shape == (1, 3, 299, 299)
+    assert out[0, :, 0, 0].tolist() == [-1.0, 0.0, 127 / 128]
+    with pytest.raises(ValueError, match="uint8"):
+        prepare(img.float())
+    from gan3d.metrics.inception import tf1_resize_bilinear
+    small = (torch.rand(2, 3, 64, 64) * 255).to(torch.uint8)
+    assert torch.equal(prepare(small), (tf1_resize_bilinear(small.float(), 299) - 128) / 128)
+
+
+def test_covariance_is_divided_by_n_as_the_reference_does():
+    mu, cov = feature_stats(np.array([[0.0, 0.0], [2.0, 4.0]]))
+    assert mu.tolist() == [1.0, 2.0] and cov.tolist() == [[1.0, 2.0], [2.0, 4.0]]  # squared deviations over N = 2
+
+
+@pytest.fixture()
+def random_detector(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    path = tmp_path / "weights.pth"
+    torch.save(FIDInception().state_dict(), path)
+    monkeypatch.setenv("GAN3D_INCEPTION_WEIGHTS", str(path))
+    monkeypatch.setenv("GAN3D_CACHE", str(tmp_path / "cache"))
+    return path
+
+
+def _tiny_g(smoke_cfg):
+    from gan3d.nn import build_generator
+    torch.manual_seed(0)
+    G = build_generator(smoke_cfg).eval()
+    with torch.no_grad():  # noise strengths start at 0: make the synthesis noise show
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)
+    return G
+
+
+def test_fakes_draw_random_noise_and_ray_samples_reproducibly_per_evaluation(smoke_cfg, synthetic_zip):
+    from gan3d.data import open_dataset
+    from gan3d.metrics import conditioning, generate, to_uint8
+    G = _tiny_g(smoke_cfg)
+    pool = conditioning(open_dataset(str(synthetic_zip), 32))
+    calls = []
+    G.register_forward_pre_hook(lambda m, args: calls.append(args))
+    a = generate(G, 4, smoke_cfg, "cpu", seed=3, pool=pool)
+    assert torch.equal(a, generate(G, 4, smoke_cfg, "cpu", seed=3, pool=pool))  # seeded: reproducible
+    assert not torch.equal(a, generate(G, 4, smoke_cfg, "cpu", seed=4, pool=pool))
+    z, c, angles = calls[0][:3]
+    with torch.no_grad():  # the same latents and cameras with constant noise and evenly spaced samples
+        fixed = to_uint8(G(z, c, angles, noise_mode="const", stochastic=False))
+    assert (fixed.int() - a.int()).abs().max() > 2  # ... is another image: the noise and samples are random
+
+
+def test_fid_measures_every_unflipped_real_and_fakes_from_unflipped_poses(smoke_cfg, synthetic_zip, random_detector):
+    from gan3d.data import open_dataset
+    from gan3d.metrics import evaluate, protocol_line
+    G = _tiny_g(smoke_cfg)
+    mirrored = open_dataset(str(synthetic_zip), 32, mirror=True)  # as training reads it
+    assert len(mirrored) == 96
+    cameras = []
+    G.register_forward_pre_hook(lambda m, args: cameras.append(args[2].clone()))
+    values, protocols = evaluate(G, mirrored, smoke_cfg, ["fid2k_full"], num_fakes=8, dataset_id="syn")
+    p = protocols["fid2k_full"]
+    assert p["num_reals"] == 48 and p["mirror"] is False and values["fid2k_full"] > 0
+    assert p["preparation"].startswith("tf1-bilinear-299") and p["covariance"] == "divided by N"
+    unflipped = torch.as_tensor(mirrored.with_mirror(False).all_angles())
+    flipped = torch.as_tensor(mirrored.all_angles())[48:]
+    used = torch.cat(cameras)
+    assert len(used) == 8 and all((unflipped == c).all(1).any() for c in used)
+    assert not any((flipped == c).all(1).any() for c in used)
+    _, mirrored_protocols = evaluate(G, mirrored, smoke_cfg, ["fid2k_full"], num_fakes=8, dataset_id="syn",
+                                     mirror=True)
+    assert mirrored_protocols["fid2k_full"]["num_reals"] == 96  # the switch, said in the protocol
+    assert "NOT the reference's protocol" in protocol_line("fid2k_full", mirrored_protocols["fid2k_full"])
+    assert protocol_line("fid2k_full", p).startswith("fid2k_full: the reference's protocol")
+
+
+def test_fid_on_a_parquet_dataset(smoke_cfg, synthetic_zip, random_detector, tmp_path):
+    from gan3d.data import open_dataset
+    from gan3d.data.convert import convert
+    from gan3d.metrics import evaluate
+    convert(str(synthetic_zip), str(tmp_path / "shards"), shard_size=20)
+    ds = open_dataset(str(tmp_path / "shards"), 32, mirror=True)
+    assert len(ds) == 48
+    values, protocols = evaluate(_tiny_g(smoke_cfg), ds, smoke_cfg, ["fid2k_full", "kid2k_full"], num_fakes=8,
+                                 dataset_id="shards")
+    assert protocols["fid2k_full"]["num_reals"] == 48 and np.isfinite(values["fid2k_full"])
+
+
+def test_the_real_statistics_cache_key_carries_the_preparation(smoke_cfg, synthetic_zip, random_detector, tmp_path):
+    from gan3d.data import open_dataset
+    from gan3d.metrics import PREPARATION, evaluate
+    evaluate(_tiny_g(smoke_cfg), open_dataset(str(synthetic_zip), 32), smoke_cfg, ["fid2k_full"], num_fakes=4,
+             dataset_id="syn")
+    cached = list((tmp_path / "cache" / "stats").glob("*.npz"))
+    assert len(cached) == 1
+    import hashlib
+    from gan3d.storage import file_sha256
+    key = f"syn|32|mirror=False|{PREPARATION}|{file_sha256(random_detector)}"
+    assert cached[0].stem == hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def test_a_torchscript_detector_runs_only_behind_its_pin_and_a_pickle_never(tmp_path, monkeypatch):
+    from gan3d.errors import ConfigError
+    from gan3d.storage import file_sha256
+
+    class Tiny(torch.nn.Module):
+        def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            return images.float().mean(dim=[2, 3]).repeat(1, 4)
+
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.save(torch.jit.script(Tiny()), str(path))
+    monkeypatch.setenv("GAN3D_INCEPTION_WEIGHTS", str(path))
+    sha = file_sha256(path)
+    with pytest.raises(ConfigError, match=f"metrics.detector_sha256.*{sha}"):
+        load_inception()
+    with pytest.raises(ConfigError, match="the pin is 00ff"):
+        load_inception(pin="00ff")
+    net, got = load_inception(pin=sha)
+    assert got == sha and net(torch.full((2, 3, 8, 8), 4, dtype=torch.uint8)).shape == (2, 12)
+    marker = tmp_path / "ran"
+    pkl = tmp_path / "inception-2015-12-05.pkl"
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    pkl.write_bytes(pickle.dumps(Boom()))
+    monkeypatch.setenv("GAN3D_INCEPTION_WEIGHTS", str(pkl))
+    with pytest.raises(ConfigError, match="pickled detector is not opened.*inception-2015-12-05.pt"):
+        load_inception()
+    assert not marker.exists()

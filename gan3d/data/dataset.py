@@ -6,6 +6,7 @@ with x-flipped images whose yaw is reflected about the dataset's centre yaw (and
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -62,6 +63,12 @@ class ImageDataset(torch.utils.data.Dataset):
     @property
     def has_poses(self) -> bool:
         return self.angles is not None
+
+    def with_mirror(self, mirror: bool) -> "ImageDataset":
+        """The same images with mirroring on or off (metrics measure the unflipped set)."""
+        out = copy.copy(self)
+        out.mirror = mirror
+        return out
 
     @property
     def num_classes(self) -> int:

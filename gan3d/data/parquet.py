@@ -7,6 +7,7 @@ crop), since FID moves by a point with the resize filter alone.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -97,6 +98,12 @@ class ParquetDataset(torch.utils.data.IterableDataset):
         self.rank, self.world, self.seed, self.start_epoch = 0, 1, 0, 0
         self._fs = None
         self._pool: Optional[tuple] = None
+
+    def with_mirror(self, mirror: bool) -> "ParquetDataset":
+        """The same shards with mirroring on or off (metrics measure the unflipped set)."""
+        out = copy.copy(self)
+        out.mirror, out._pool = mirror, None
+        return out
 
     def __len__(self) -> int:
         """Rows in the shards (mirroring flips rows at random instead of doubling them)."""

@@ -1,15 +1,22 @@
-"""The FID Inception-v3 in plain PyTorch (torchvision does not import beside our torch), with the
-module names of the standard FID weights file `pt_inception-2015-12-05-6726825d.pth` (pytorch-fid's
-port of the TensorFlow FID graph), so that file loads by its key names with strict=True.
+"""The FID detector: the Inception-v3 of the TensorFlow FID graph (inception-2015-12-05), fed as the reference's
+metrics feed it (StyleGAN2-ADA's metric code with NVIDIA's TorchScript detector).
 
-The FID variant differs from torchvision's Inception-v3: average pools exclude padding, and the last
-block max-pools its pool branch (pytorch-fid's FIDInceptionA/C/E_1/E_2).
-Weights are read from $GAN3D_INCEPTION_WEIGHTS or ~/.cache/gan3d/; never downloaded silently and
-never replaced by another network.
+Two files work:
+- pytorch-fid's weights `pt_inception-2015-12-05-6726825d.pth`, run by gan3d's plain-PyTorch body (torchvision does
+  not import beside our torch) with the file's own key names (strict load). The FID variant differs from
+  torchvision's Inception-v3: average pools exclude padding, the last block max-pools its pool branch.
+- NVIDIA's TorchScript `inception-2015-12-05.pt`, loaded with torch.jit.load only behind a sha256 pin
+  (`metrics.detector_sha256`), as no Python is unpickled from it. The pickled `.pkl` form is refused.
+
+Either way the images are prepared as the reference's detector prepares them: uint8 -> float, resized to 299 x 299
+the way TensorFlow 1 resizes (sample i at i x in / out, no half-pixel offset), then (x - 128) / 128.
+Files are read from $GAN3D_INCEPTION_WEIGHTS, `metrics.inception_weights` or gan3d's cache directory; never
+downloaded silently and never replaced by another network.
 """
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -17,10 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan3d.storage import file_sha256
+from gan3d.errors import ConfigError
+from gan3d.storage import cache_root, file_sha256
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
+TORCHSCRIPT_NAME = "inception-2015-12-05.pt"
+TORCHSCRIPT_URL = f"https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/{TORCHSCRIPT_NAME}"
+PREPARATION = "tf1-bilinear-299, (x-128)/128 from uint8"  # part of the protocol and the real-statistics cache key
 
 
 class InceptionWeightsMissing(FileNotFoundError):
@@ -28,17 +39,40 @@ class InceptionWeightsMissing(FileNotFoundError):
 
 
 def weights_path(explicit: str = "") -> Optional[Path]:
-    for cand in (explicit, os.environ.get("GAN3D_INCEPTION_WEIGHTS", ""),
-                 str(Path.home() / ".cache" / "gan3d" / WEIGHTS_NAME)):
+    for cand in (explicit, os.environ.get("GAN3D_INCEPTION_WEIGHTS", ""), str(cache_root() / WEIGHTS_NAME),
+                 str(cache_root() / TORCHSCRIPT_NAME)):
         if cand and Path(cand).is_file():
             return Path(cand)
     return None
 
 
 def missing_message() -> str:
-    return (f"FID/KID need the standard FID Inception weights ({WEIGHTS_NAME}); none found in "
-            f"$GAN3D_INCEPTION_WEIGHTS or ~/.cache/gan3d/. On a machine with internet run "
+    return (f"gan3d: FID/KID need the FID Inception weights ({WEIGHTS_NAME} or NVIDIA's {TORCHSCRIPT_NAME}); "
+            f"none in $GAN3D_INCEPTION_WEIGHTS or {cache_root()}. On a machine with internet run "
             f"`gan3d download-inception` (fetches {WEIGHTS_URL}); reporting SWD only.")
+
+
+def tf1_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, C, H, W] float -> [N, C, size, size] as TensorFlow 1's resize_bilinear (align_corners=False, no
+    half-pixel centres): output i samples the input at i x (in / out), interpolating between floor and the next
+    pixel (the last pixel repeats past the edge); along the width first, then the height."""
+    for dim in (3, 2):
+        n = x.shape[dim]
+        pos = torch.arange(size, dtype=torch.float32, device=x.device) * torch.tensor(n / size, dtype=torch.float32)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=n - 1)
+        w = (pos - lo.float()).to(x.dtype)
+        shape = [1, 1, 1, 1]
+        shape[dim] = size
+        x = torch.lerp(x.index_select(dim, lo), x.index_select(dim, hi), w.reshape(shape))
+    return x
+
+
+def prepare(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images [N, 3, H, W] -> the detector's input: float, TF1-resized to 299, (x - 128) / 128."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"the FID detector takes uint8 images, got {images.dtype}")
+    return (tf1_resize_bilinear(images.float(), 299) - 128) / 128
 
 
 class BasicConv2d(nn.Module):
@@ -147,7 +181,7 @@ class InceptionE(nn.Module):
 
 
 class FIDInception(nn.Module):
-    """uint8 or [-1, 1] images [N, 3, H, W] -> 2048-d pool3 features [N, 2048]."""
+    """uint8 images [N, 3, H, W] -> 2048-d pool3 features [N, 2048] (prepared as the reference's detector)."""
 
     def __init__(self):
         super().__init__()
@@ -165,8 +199,10 @@ class FIDInception(nn.Module):
         self.fc = nn.Linear(2048, 1008)  # present in the weights file; unused for features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.features(prepare(images))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The network body on prepared input [N, 3, 299, 299] in [-1, 1]."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 3, stride=2)
@@ -176,22 +212,52 @@ class FIDInception(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)  # [N, 2048]
 
 
-def load_inception(explicit: str = "", device="cpu") -> tuple[FIDInception, str]:
-    """The network with the standard weights and their sha256; InceptionWeightsMissing when absent."""
+class TorchScriptDetector(nn.Module):
+    """NVIDIA's TorchScript detector, fed gan3d's prepared input (its own resize is the same rule)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images, return_features=True)  # it takes uint8 and prepares them itself
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip holding compiled code (`<name>/code/...`); torch.save's zip holds none."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n for n in z.namelist())
+
+
+def load_inception(explicit: str = "", device="cpu", pin: str = "") -> tuple[nn.Module, str]:
+    """The detector and its file's sha256; InceptionWeightsMissing when there is none. A TorchScript file loads
+    only when its sha256 equals `pin` (metrics.detector_sha256); a pickled detector is refused."""
     path = weights_path(explicit)
     if path is None:
         raise InceptionWeightsMissing(missing_message())
+    if path.suffix == ".pkl":
+        raise ConfigError(f"{path}: a pickled detector is not opened (unpickling runs the code it carries); use "
+                          f"NVIDIA's TorchScript {TORCHSCRIPT_NAME} ({TORCHSCRIPT_URL}) or {WEIGHTS_NAME}")
+    sha = file_sha256(path)
+    if _is_torchscript(path):
+        if sha != pin.lower():
+            got = f"this file's sha256 is {sha}" + (f", the pin is {pin}" if pin else "")
+            raise ConfigError(f"{path}: a TorchScript detector runs only behind a pin: set metrics.detector_sha256 "
+                              f"to the sha256 its publisher gives ({got})")
+        return TorchScriptDetector(torch.jit.load(str(path), map_location=device)).eval(), sha
     net = FIDInception()
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)
-    return net.eval().requires_grad_(False).to(device), file_sha256(path)
+    return net.eval().requires_grad_(False).to(device), sha
 
 
 def download_weights(dest: Optional[str] = None) -> Path:
     """Fetch the standard weights (for machines with internet access)."""
     import urllib.request
 
-    out = Path(dest) if dest else Path.home() / ".cache" / "gan3d" / WEIGHTS_NAME
+    out = Path(dest) if dest else cache_root() / WEIGHTS_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".part")
     urllib.request.urlretrieve(WEIGHTS_URL, tmp)

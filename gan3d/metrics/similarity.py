@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gan3d.errors import ConfigError
-from gan3d.storage import CACHE
+from gan3d.storage import cache_root
 
 LPIPS_NAME = "vgg16.pt"
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, Table 1 (five scales)
@@ -71,7 +71,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def lpips_path(explicit: str = "") -> Optional[Path]:
-    for cand in (explicit, os.environ.get("GAN3D_LPIPS_WEIGHTS", ""), str(CACHE / LPIPS_NAME)):
+    for cand in (explicit, os.environ.get("GAN3D_LPIPS_WEIGHTS", ""), str(cache_root() / LPIPS_NAME)):
         if cand and Path(cand).is_file():
             return Path(cand)
     if explicit:
@@ -105,5 +105,5 @@ def perceptual(lpips: str = "", device="cpu") -> tuple[str, Callable[[torch.Tens
 
 
 def lpips_missing_message() -> str:
-    return (f"gan3d: no LPIPS weights ({LPIPS_NAME} in $GAN3D_LPIPS_WEIGHTS or {CACHE}); the perceptual term is "
+    return (f"gan3d: no LPIPS weights ({LPIPS_NAME} in $GAN3D_LPIPS_WEIGHTS or {cache_root()}); the perceptual term is "
             "1 - MS-SSIM instead (recorded in each metrics.json)")

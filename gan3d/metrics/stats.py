@@ -5,9 +5,9 @@ import numpy as np
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[N, D] -> (mean [D], covariance [D, D])."""
+    """[N, D] -> (mean [D], covariance [D, D] divided by N, as StyleGAN2-ADA's FeatureStats.get_mean_cov)."""
     f = np.asarray(features, dtype=np.float64)
-    return f.mean(0), np.cov(f, rowvar=False)
+    return f.mean(0), np.cov(f, rowvar=False, bias=True)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:

@@ -286,11 +286,13 @@ class TriplaneGenerator(nn.Module):
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor], angles: torch.Tensor, patch: Optional[Patch] = None,
                 resolution: Optional[int] = None, truncation_psi: float = 1.0, noise_mode: str = "const",
                 density_noise: float = 0.0, cond_angles: Optional[torch.Tensor] = None,
-                update_w_avg: bool = False, draws: Draws = GLOBAL) -> torch.Tensor:
-        """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res], nominally in [-1, 1]."""
+                update_w_avg: bool = False, draws: Draws = GLOBAL, stochastic: Optional[bool] = None) -> torch.Tensor:
+        """z [B, z_dim], c [B, c_dim], angles [B, 3] -> image [B, 3, res, res], nominally in [-1, 1].
+        `stochastic`: random ray samples (default: in training mode; see render_planes)."""
         ws = self.map(z, c, angles if cond_angles is None else cond_angles, truncation_psi, update_w_avg)
         planes = self.synthesis(ws, noise_mode, draws)
-        return self.render_planes(planes, ws, angles, resolution, patch, density_noise, draws=draws)["image"]
+        return self.render_planes(planes, ws, angles, resolution, patch, density_noise, stochastic,
+                                  draws=draws)["image"]
 
     @torch.no_grad()
     def render(self, seeds, cameras: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,

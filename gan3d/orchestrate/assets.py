@@ -11,13 +11,13 @@ from typing import Optional
 
 from gan3d.data.blender import DONE, RenderSettings, asset_id, assemble, finished, list_assets, render_asset
 from gan3d.errors import Gan3dError
-from gan3d.storage import CACHE, is_uri
+from gan3d.storage import cache_root, is_uri
 
 
 def parts_dir(dst: str) -> Path:
     """Where the per-asset renders live until assembled: beside a local dataset, in the cache for a URI."""
     if is_uri(dst):
-        return CACHE / "render" / hashlib.sha256(dst.encode()).hexdigest()[:16]
+        return cache_root() / "render" / hashlib.sha256(dst.encode()).hexdigest()[:16]
     p = Path(dst)
     return p.parent / f".{p.name}.parts"
 

@@ -305,7 +305,9 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
 def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> list[str]:
     """The console header of a run: where it lives, what it reads, what it runs on, how big the networks are."""
     from gan3d.data import open_dataset
-    from gan3d.nn import build_discriminator, build_generator, count_parameters
+    import torch
+
+    from gan3d.nn import build_discriminator, build_generator, count_parameters, resolve_precision
     from gan3d.training.loop import needs_poses
 
     d, r = cfg.dataset, cfg.run
@@ -317,7 +319,8 @@ def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> li
             f"gan3d: dataset {dataset}: {len(ds)} images, {d.resolution}px, poses {poses}",
             f"gan3d: {r.workers} worker(s) x {device}; G {count_parameters(G) / 1e6:.2f}M, "
             f"D {count_parameters(D) / 1e6:.2f}M parameters; {cfg.training.kimg:g} kimg, "
-            f"batch {cfg.training.batch}, {cfg.training.precision}"
+            f"batch {cfg.training.batch}, precision "
+            f"{resolve_precision(cfg.training.precision, torch.device('cuda' if r.gpus_per_worker > 0 else 'cpu'))}"
             + (", G's synthesis compiled (torch.compile: the first tick includes building it)" if cfg.training.compile
                else "")
             + (", tri-plane lookup by gan3d's C++ kernel" if cfg.training.triplane_kernel else "")]

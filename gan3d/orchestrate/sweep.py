@@ -31,7 +31,7 @@ from gan3d import config as config_mod
 from gan3d.errors import Gan3dError
 from gan3d.orchestrate import sweep_spec
 from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
-from gan3d.storage import CACHE, RunMirror, download, is_uri, join, upload, with_scheme
+from gan3d.storage import RunMirror, cache_root, download, is_uri, join, upload, with_scheme
 from gan3d.track.store import write_rows
 
 MARKER = "gan3d_trial.json"
@@ -50,7 +50,7 @@ class SweepResult:
 
 def _local_dir(uri: str) -> Path:
     """The working directory on this node for a sweep stored at a URI."""
-    return CACHE / "sweeps" / uri.replace("://", "/").strip("/")
+    return cache_root() / "sweeps" / uri.replace("://", "/").strip("/")
 
 
 def _fetch(path: str, uri: Optional[str], dest: Path) -> None:

@@ -252,9 +252,9 @@ def import_reference(source: str | Path, out_dir: str | Path, preset: Optional[s
 
 def imported(source: Path) -> Path:
     """The gan3d checkpoint of a reference file, converted once into the cache (keyed by its content)."""
-    from gan3d.storage import CACHE
+    from gan3d.storage import cache_root
 
-    dest = CACHE / "imports" / file_sha256(source)[:24]
+    dest = cache_root() / "imports" / file_sha256(source)[:24]
     if not (dest / META).is_file():
         import_reference(source, dest)
     return dest

@@ -263,7 +263,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
             if metric_names and (done or first_snapshot_unranked
                                  or _crossed(tick_start_nimg, counters.cur_nimg, t.metric_kimg)):
                 values, protocols = evaluate(G_ema, dataset, cfg, metric_names, device, seed=t.seed,
-                                             dataset_id=dataset_path, angles_pool=pool.angles)
+                                             dataset_id=dataset_path)
                 last_metrics.update(values)
                 row.update(values)
                 row["metric_protocols"] = str(protocols)
