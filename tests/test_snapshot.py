@@ -28,17 +28,33 @@ pytestmark = pytest.mark.skipif(not (FIXTURES / "G_tiny.npz").exists(), reason=f
 BUFFERS = ("w_avg", "mean_camera_pose", "noise_const", "resample_filter", "fourier_coefs")
 
 
-def _fake_persistence():
-    """A stand-in `torch_utils.persistence` whose reconstruct hook must never be called."""
-    mod = types.ModuleType("torch_utils.persistence")
+def _fake_modules():
+    """Stand-ins for the reference's `src.torch_utils.persistence` (whose reconstruct hook must never be called) and
+    `src.dnnlib.util` (EasyDict: a dict with attribute access), registered while the test pickles a snapshot, so the
+    pickle names them exactly as the reference's training loop does."""
+    mods = {name: types.ModuleType(name) for name in ("src", "src.torch_utils", "src.torch_utils.persistence",
+                                                        "src.dnnlib", "src.dnnlib.util")}
 
     def _reconstruct_persistent_obj(meta):
         raise AssertionError("the loader called the persistence hook")
 
-    _reconstruct_persistent_obj.__module__ = mod.__name__
+    _reconstruct_persistent_obj.__module__ = "src.torch_utils.persistence"
     _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    mod._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    return mod
+    mods["src.torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
+
+    class EasyDict(dict):
+        def __getattr__(self, name):
+            try:
+                return self[name]
+            except KeyError:
+                raise AttributeError(name)
+
+        def __setattr__(self, name, value):
+            self[name] = value
+
+    EasyDict.__module__, EasyDict.__qualname__ = "src.dnnlib.util", "EasyDict"
+    mods["src.dnnlib.util"].EasyDict = EasyDict
+    return mods
 
 
 class Persistent:
@@ -85,31 +101,68 @@ def _tree(params: dict, hook, marker, name: str, init_kwargs=None, cfg=None, seq
     return Persistent(hook, name, state, marker)
 
 
-def make_snapshot(path, marker, drop=(), tamper=None):
+def experiment_config(meta):
+    """The experiment config as the reference's train.py holds it: one tree whose model nodes refer to the dataset
+    and patch nodes (`${dataset}`, `${training.patch}`), with string interpolations elsewhere that gan3d never reads."""
+    g, d = dict(meta["G"]["cfg"]), dict(meta["D"]["cfg"])
+    dataset, patch = g.pop("dataset"), g.pop("patch")
+    d.pop("patch")
+    return OmegaConf.create({
+        "env": {"datasets_dir": "/data/datasets"},
+        "dataset": {**dataset, "path_for_slurm_job": "${env.datasets_dir}/${dataset.name}.zip"},
+        "training": {"patch": patch, "batch_size": 4},
+        "model": {"generator": {**g, "dataset": "${dataset}", "patch": "${training.patch}"},
+                  "discriminator": {**d, "patch": "${training.patch}"}},
+        "experiment_dir": "${env.datasets_dir}/../experiments/tiny"})
+
+
+def make_snapshot(path, marker, drop=(), tamper=None, edit_cfg=None):
+    """A snapshot as the reference's training loop pickles one (training_loop.py:426-443): persistent G, D, G_ema and
+    AugmentPipe whose init kwargs hold EasyDicts and whose cfg is a node of the experiment config, the two Adam
+    optimizers (after a step, so they carry state), vis, stats and training_set_kwargs."""
     meta = json.loads((FIXTURES / "config.json").read_text())
     g = {k[6:]: v for k, v in np.load(FIXTURES / "G_tiny.npz").items() if k.startswith("param/")}
     d = {k[6:]: v for k, v in np.load(FIXTURES / "D_tiny.npz").items() if k.startswith("param/")}
     if tamper:
         tamper(g, d)
-    hook_mod = _fake_persistence()
-    sys.modules["torch_utils"] = types.ModuleType("torch_utils")
-    sys.modules["torch_utils.persistence"] = hook_mod
+    mods = _fake_modules()
+    sys.modules.update(mods)
     try:
-        hook = hook_mod._reconstruct_persistent_obj
-        gcfg, dcfg = OmegaConf.create(meta["G"]["cfg"]), OmegaConf.create(meta["D"]["cfg"])
-        G = _tree(g, hook, marker, "Generator", meta["G"]["kwargs"], gcfg, sequential=("synthesis.tri_plane_mlp.model",))
-        D = _tree(d, hook, marker, "Discriminator", meta["D"]["kwargs"], dcfg)
+        hook, EasyDict = mods["src.torch_utils.persistence"]._reconstruct_persistent_obj, mods["src.dnnlib.util"].EasyDict
+        root = experiment_config(meta)
+        if edit_cfg:
+            edit_cfg(root)
+        g_kwargs = {**meta["G"]["kwargs"], "cfg": root.model.generator,
+                    "mapping_kwargs": EasyDict(meta["G"]["kwargs"]["mapping_kwargs"])}
+        d_kwargs = {**meta["D"]["kwargs"], "cfg": root.model.discriminator,
+                    **{k: EasyDict(meta["D"]["kwargs"][k]) for k in ("block_kwargs", "mapping_kwargs", "epilogue_kwargs")}}
+        G = _tree(g, hook, marker, "Generator", g_kwargs, root.model.generator,
+                  sequential=("synthesis.tri_plane_mlp.model",))
+        D = _tree(d, hook, marker, "Discriminator", d_kwargs, root.model.discriminator)
         aug = Persistent(hook, "AugmentPipe", {"_parameters": {}, "_buffers": collections.OrderedDict(p=torch.tensor(0.25)),
-                                              "_modules": {}, "_init_kwargs": {"xflip": 1}}, marker)
-        snap = {"training_set_kwargs": {"path": "data/tiny.zip", "resolution": 32}, "G": G, "D": D, "G_ema": G,
-                "augment_pipe": aug}
+                                              "_modules": {}, "_init_kwargs": EasyDict(xflip=0.0, rotate90=1.0)}, marker)
+        opts = {}
+        for name, params in (("G_opt", g), ("D_opt", d)):  # the live networks' optimizers, one step taken
+            live = [torch.nn.Parameter(torch.as_tensor(v).clone()) for v in params.values() if np.ndim(v) > 0][:6]
+            opts[name] = torch.optim.Adam(live, lr=0.002, betas=(0.0, 0.99), eps=1e-8)
+            for p in live:
+                p.grad = torch.ones_like(p)
+            opts[name].step()
+        vis = {"grid_size": (2, 2), "labels": np.zeros([4, 0], np.float32), "camera_angles": np.zeros([4, 3], np.float32),
+               "grid_z": tuple(torch.randn(4, 64).split(2)), "grid_c": tuple(torch.zeros(4, 0).split(2))}
+        stats = {"cur_nimg": 120_004, "cur_tick": 30, "batch_idx": 30_001, "best_metric_value": float("inf"),
+                 "best_metric_tick": 0, "best_metric_nimg": 0}
+        training_set_kwargs = dict(EasyDict(class_name="src.training.dataset.ImageFolderDataset", path="data/tiny.zip",
+                                            use_labels=False, max_size=48, xflip=True, resolution=32, random_seed=0))
+        snap = {"training_set_kwargs": training_set_kwargs, "G": G, "D": D, "G_ema": G, "augment_pipe": aug, **opts,
+                "vis": vis, "stats": stats}
         for k in drop:
             snap.pop(k)
         with open(path, "wb") as f:
             pickle.dump(snap, f)
     finally:
-        sys.modules.pop("torch_utils.persistence")
-        sys.modules.pop("torch_utils")
+        for name in mods:
+            sys.modules.pop(name, None)
     return path
 
 
@@ -131,7 +184,8 @@ def test_snapshot_opens_without_running_its_code_and_matches_the_reference(snaps
                               g["input/camera_angles"][:2].clone())
         assert _maxabs(out["image"], g["output/full_images"]) < TOL
     ck = read_checkpoint(path)
-    assert ck.counters.kimg == 120 and "model/D" in ck.state and "optim/G" not in ck.state
+    assert ck.counters.kimg == pytest.approx(120.004)  # the snapshot's own stats.cur_nimg
+    assert "model/D" in ck.state and "optim/G" not in ck.state
     assert float(ck.state["model/augment"]["p"]) == 0.25
     from gan3d.nn import build_discriminator
     D = build_discriminator(ck.cfg)
@@ -227,11 +281,62 @@ def test_an_imported_snapshot_renders_evaluates_and_fine_tunes(snapshot, tmp_pat
     assert json.loads(path.with_name(f"{path.stem}.eval.json").read_text())["metrics"]["swd"] > 0
     out = tmp_path / "imported"
     assert cli("import-checkpoint", path, out).returncode == 0
-    # the imported config.yaml is a whole experiment: resume the reference run for one tick from its kimg 120
-    cfg = gan3d.load_config(out / "config.yaml", [*TINY, "training.batch=8", "training.kimg=120.016",
+    # the imported config.yaml is a whole experiment: resume the reference run for one step from its kimg
+    cfg = gan3d.load_config(out / "config.yaml", [*TINY, "training.batch=8", "training.kimg=120.012",
                                                  f"training.resume={path}", f"dataset.path={synthetic_zip}"])
     run = gan3d.train(cfg, out=str(tmp_path / "runs"), name="resumed")
-    assert run.stop_reason == "done" and run.kimg == pytest.approx(120.016)
+    assert run.stop_reason == "done" and run.kimg == pytest.approx(120.012)  # one step from the snapshot's 120.004
     from gan3d.track.store import read_metrics
-    assert list(read_metrics(run.run_dir)["kimg"]) == [pytest.approx(120.016)]
+    assert list(read_metrics(run.run_dir)["kimg"]) == [pytest.approx(120.012)]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("module", ["dnnlib", "dnnlib.util", "src.dnnlib.util"])
+def test_easydicts_under_every_module_path_read_as_dicts(tmp_path, module):
+    """StyleGAN2-ADA pickles dnnlib.util.EasyDict (dnnlib.EasyDict re-exports it); EpiGRAF src.dnnlib.util."""
+    parts = module.split(".")
+    mods = {".".join(parts[:i + 1]): types.ModuleType(".".join(parts[:i + 1])) for i in range(len(parts))}
+
+    class EasyDict(dict):
+        pass
+
+    EasyDict.__module__, EasyDict.__qualname__ = module, "EasyDict"
+    mods[module].EasyDict = EasyDict
+    sys.modules.update(mods)
+    try:
+        data = pickle.dumps({"G_ema": None, "training_set_kwargs": EasyDict(path="x.zip", resolution=32)})
+    finally:
+        for name in mods:
+            sys.modules.pop(name)
+    (tmp_path / "s.pkl").write_bytes(data)
+    kwargs = read_snapshot(tmp_path / "s.pkl")["training_set_kwargs"]
+    assert type(kwargs) is dict and kwargs == {"path": "x.zip", "resolution": 32}
+
+
+def test_the_report_says_the_optimizers_were_not_imported(snapshot):
+    from gan3d.training.snapshot import OptimizerState, convert_snapshot
+    path, marker = snapshot
+    snap = read_snapshot(path)
+    assert isinstance(snap["G_opt"], OptimizerState) and snap["G_opt"].class_name == "Adam"
+    assert set(snap["G_opt"].state) >= {"state", "param_groups"}  # read as data
+    report = convert_snapshot(path).report
+    assert any("G_opt (Adam), D_opt (Adam) not imported" in line for line in report)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda root: root.model.generator.tri_plane.__setattr__("res", "${oc.env:GAN3D_TEST_SECRET}"),
+     "model.generator.tri_plane.res"),
+    (lambda root: root.model.generator.__setattr__("num_ray_steps", "${model.generator.num_ray_steps}"),
+     "model.generator.num_ray_steps"),
+    (lambda root: root.dataset.camera.__setattr__("fov", "${no.such.key}"), "dataset.camera.fov"),
+])
+def test_config_interpolations_are_read_as_data_never_resolved(tmp_path, monkeypatch, edit, key):
+    """A reference to another key is followed (the reference's `${dataset}`); a resolver, a loop or a missing key in
+    a value gan3d reads is one line naming the key, the text never echoed and nothing looked up in the environment."""
+    monkeypatch.setenv("GAN3D_TEST_SECRET", "s3cr3t-value")
+    path = make_snapshot(tmp_path / "network-snapshot-000001.pkl", tmp_path / "EXECUTED", edit_cfg=edit)
+    res = cli("import-checkpoint", path, tmp_path / "out")
+    assert res.returncode == 2 and f"config key '{key}'" in res.stderr, res.stderr
+    assert "s3cr3t" not in res.stderr and "${" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

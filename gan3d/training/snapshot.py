@@ -1,13 +1,18 @@
 """The reference implementation's training snapshots (`network-snapshot-<kimg>.pkl`), opened without running
 anything they carry, and converted into gan3d checkpoints.
 
-A snapshot is a pickled dict (G, D, G_ema, augment_pipe, training_set_kwargs). Its networks are StyleGAN2-ADA
+A snapshot is the pickled dict its training loop writes (training_loop.py:426-443): G, D, G_ema, augment_pipe,
+the two Adam optimizers G_opt / D_opt, vis, stats and training_set_kwargs. Its networks are StyleGAN2-ADA
 "persistent classes": each pickles the source code of its module and a reconstruct call that would execute that
-source. Here a restricted unpickler resolves only an allow-list of globals: torch's tensor/storage rebuild
-functions (storages are read with torch.load(weights_only=True)), plain containers, numpy scalars and dtypes,
-OmegaConf's config containers, and the persistence reconstruct hook, which is intercepted: it keeps the
-pickled state (parameters, buffers, init kwargs, submodules) as data and never compiles the source. torch.nn
-container modules are kept as data too. Any other global is refused, naming it and the file.
+source; their init kwargs are dnnlib EasyDicts and their configs OmegaConf nodes. Here a restricted unpickler
+resolves only an allow-list of globals: torch's tensor/storage rebuild functions (storages are read with
+torch.load(weights_only=True)), plain containers, numpy scalars and dtypes, OmegaConf's config containers,
+EasyDict (read as a plain dict, under every module path the reference's code pickles it from), torch.optim
+optimizers (read as data; their state is not imported, which the report says), and the persistence reconstruct
+hook, which is intercepted: it keeps the pickled state (parameters, buffers, init kwargs, submodules) as data and
+never compiles the source. torch.nn container modules are kept as data too. Any other global is refused, naming it
+and the file. Configs are read as data: a reference to another key of the same config (`${dataset}`) is followed,
+any other interpolation is an error naming its key.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from gan3d.config import ExperimentConfig
 from gan3d.errors import CheckpointError
 
 PERSISTENCE_MODULES = ("torch_utils.persistence", "src.torch_utils.persistence")
+EASYDICT_MODULES = ("dnnlib", "dnnlib.util", "src.dnnlib", "src.dnnlib.util")  # StyleGAN2-ADA's and EpiGRAF's
+OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
 
 
 class PersistentState:
@@ -39,6 +46,19 @@ class PersistentState:
         self.class_name = str(meta.get("class_name", "?"))
         self.state = meta["state"] if isinstance(meta["state"], dict) else {}
         self.source_chars = len(meta.get("module_src") or "")
+
+
+class OptimizerState:
+    """A pickled torch.optim optimizer kept as its pickled state (never an optimizer); `class_name` is set on the
+    per-class subclass the unpickler hands out."""
+    class_name = "?"
+
+    def __setstate__(self, state):
+        self.state = state if isinstance(state, dict) else {}
+
+
+def _optimizer_state_class(name: str) -> type:
+    return type(f"{name}State", (OptimizerState,), {"class_name": name})
 
 
 class ModuleState:
@@ -89,6 +109,11 @@ def _allowed() -> dict[tuple[str, str], Any]:
         allow[("numpy", dtype)] = getattr(np, dtype)
     for mod in PERSISTENCE_MODULES:
         allow[(mod, "_reconstruct_persistent_obj")] = PersistentState
+    for mod in EASYDICT_MODULES:  # a dict subclass: rebuilt as a plain dict, its items set by the pickle
+        allow[(mod, "EasyDict")] = dict
+    for name in OPTIMIZERS:
+        state = _optimizer_state_class(name)
+        allow[(f"torch.optim.{name.lower()}", name)] = allow[("torch.optim", name)] = state
     return allow
 
 
@@ -152,15 +177,52 @@ def flatten(node, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
+_NODE_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+MAX_REFERENCES = 16  # followed in a row before a reference counts as a loop
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """A config value gan3d does not resolve (an interpolation other than a reference to another key, a reference
+    to a missing key, a loop): an error only if gan3d reads it."""
+    key: str
+    why: str
+
+
 def _plain(value):
-    """OmegaConf containers and nested dicts -> plain Python."""
+    """OmegaConf nodes and nested dicts -> plain Python, read as data: nothing is resolved but references to other
+    keys of the node's own config (`${dataset}`, as the reference's model configs hold), which are followed;
+    anything else that interpolates becomes an Unresolved (its text is never kept)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
+        tree = OmegaConf.to_container(value._get_root(), resolve=False)
+        path = value._get_full_key(None) or ""
+        return _follow(_get(tree, path) if path else tree, tree, path or "<root>", 0)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _follow(value, tree: dict, key: str, depth: int):
+    if isinstance(value, dict):
+        return {k: _follow(v, tree, f"{key}.{k}", depth) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_follow(v, tree, f"{key}[{i}]", depth) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        m = _NODE_REFERENCE.fullmatch(value)
+        if m is None:
+            return Unresolved(key, "holds an interpolation gan3d does not resolve (only references to other keys)")
+        target = _get(tree, m.group(1), _MISSING)
+        if target is _MISSING:
+            return Unresolved(key, "refers to a key the config lacks")
+        if depth >= MAX_REFERENCES:
+            return Unresolved(key, "is a loop of references")
+        return _follow(target, tree, m.group(1), depth + 1)
+    return value
+
+
+_MISSING = object()
 
 
 def _get(d: dict, dotted: str, default=None):
@@ -183,68 +245,72 @@ class Conversion:
 def infer_config(G, D, preset: Optional[str], source: str) -> tuple[ExperimentConfig, list[str]]:
     """The experiment config a snapshot's networks were built with (what their init kwargs and cfg say), on top
     of a preset for everything a snapshot does not record (data path, training hyper-parameters)."""
+    def read(d: dict, dotted: str, default=None):
+        v = _get(d, dotted, default)
+        if isinstance(v, Unresolved):
+            raise CheckpointError(f"{source}: config key '{v.key}' {v.why}")
+        return v
+
     gk, gc = _plain(_state(G).get("_init_kwargs") or {}), _plain(_state(G).get("cfg") or {})
     report = []
-    unsupported = [(gc.get("backbone", "stylegan2") != "stylegan2", f"backbone {gc.get('backbone')!r}"),
-                   (_get(gc, "tri_plane.has_view_cond", False), "view-conditioned tri-plane MLP"),
-                   ((_get(gc, "tri_plane.posenc_period_len", 0) or 0) > 0, "positional encoding in the tri-plane MLP"),
-                   (_get(gc, "bg_model.type") is not None, f"background model {_get(gc, 'bg_model.type')!r}"),
-                   (gc.get("clamp_mode", "softplus") != "softplus", f"density clamp {gc.get('clamp_mode')!r}"),
-                   ((gc.get("density_shift") or 0) != 0, "a density shift")]
+    backbone, clamp, bg = read(gc, "backbone", "stylegan2"), read(gc, "clamp_mode", "softplus"), read(gc, "bg_model.type")
+    unsupported = [(backbone != "stylegan2", f"backbone {backbone!r}"),
+                   (read(gc, "tri_plane.has_view_cond", False), "view-conditioned tri-plane MLP"),
+                   ((read(gc, "tri_plane.posenc_period_len", 0) or 0) > 0, "positional encoding in the tri-plane MLP"),
+                   (bg is not None, f"background model {bg!r}"),
+                   (clamp != "softplus", f"density clamp {clamp!r}"),
+                   ((read(gc, "density_shift") or 0) != 0, "a density shift")]
     bad = [what for cond, what in unsupported if cond]
     if bad:
         raise CheckpointError(f"{source}: uses what gan3d does not implement: {', '.join(bad)}")
     values: dict[str, Any] = {}
 
-    def put(key, value, where):
+    def put(key, value, where, convert=None):
         if value is None:
             report.append(f"{key}: not in the snapshot ({where}); the preset's value is kept")
         else:
-            values[key] = value
+            values[key] = convert(value) if convert else value
 
-    c_dim = gk.get("c_dim", 0) or 0
-    put("dataset.resolution", gk.get("img_resolution"), "G img_resolution")
+    c_dim = read(gk, "c_dim", 0) or 0
+    put("dataset.resolution", read(gk, "img_resolution"), "G img_resolution")
     values["dataset.c_dim"], values["dataset.use_labels"] = c_dim, c_dim > 0
     for k in ("fov", "ray_start", "ray_end", "radius"):
-        v = _get(gc, f"dataset.camera.{k}")
-        put(f"dataset.camera.{k}", float(v) if v is not None else None, f"cfg.dataset.camera.{k}")
-    mk = gk.get("mapping_kwargs") or {}
-    put("model.generator.z_dim", gk.get("z_dim"), "G z_dim")
-    put("model.generator.w_dim", gk.get("w_dim"), "G w_dim")
-    values["model.generator.mapping_layers"] = mk.get("num_layers", 2)
-    values["model.generator.camera_cond"] = bool(mk.get("camera_cond", False))
-    put("model.generator.channel_base", gk.get("channel_base"), "G channel_base")
-    put("model.generator.channel_max", gk.get("channel_max"), "G channel_max")
-    put("model.generator.triplane_resolution", _get(gc, "tri_plane.res"), "cfg.tri_plane.res")
-    put("model.generator.triplane_channels", _get(gc, "tri_plane.feat_dim"), "cfg.tri_plane.feat_dim")
-    put("model.generator.mlp_layers", _get(gc, "tri_plane.mlp.n_layers"), "cfg.tri_plane.mlp.n_layers")
-    put("model.generator.mlp_hidden", _get(gc, "tri_plane.mlp.hid_dim"), "cfg.tri_plane.mlp.hid_dim")
-    steps = gc.get("num_ray_steps")
+        put(f"dataset.camera.{k}", read(gc, f"dataset.camera.{k}"), f"cfg.dataset.camera.{k}", float)
+    put("model.generator.z_dim", read(gk, "z_dim"), "G z_dim")
+    put("model.generator.w_dim", read(gk, "w_dim"), "G w_dim")
+    values["model.generator.mapping_layers"] = read(gk, "mapping_kwargs.num_layers", 2)
+    values["model.generator.camera_cond"] = bool(read(gk, "mapping_kwargs.camera_cond", False))
+    put("model.generator.channel_base", read(gk, "channel_base"), "G channel_base")
+    put("model.generator.channel_max", read(gk, "channel_max"), "G channel_max")
+    put("model.generator.triplane_resolution", read(gc, "tri_plane.res"), "cfg.tri_plane.res")
+    put("model.generator.triplane_channels", read(gc, "tri_plane.feat_dim"), "cfg.tri_plane.feat_dim")
+    put("model.generator.mlp_layers", read(gc, "tri_plane.mlp.n_layers"), "cfg.tri_plane.mlp.n_layers")
+    put("model.generator.mlp_hidden", read(gc, "tri_plane.mlp.hid_dim"), "cfg.tri_plane.mlp.hid_dim")
+    steps = read(gc, "num_ray_steps")
     put("model.generator.render.num_coarse", steps, "cfg.num_ray_steps")
     put("model.generator.render.num_fine", steps, "cfg.num_ray_steps")
-    cube = _get(gc, "dataset.cube_scale")
-    put("model.generator.render.cube_scale", float(cube) if cube is not None else None, "cfg.dataset.cube_scale")
-    put("model.generator.render.white_back", _get(gc, "dataset.white_back"), "cfg.dataset.white_back")
-    put("model.generator.render.density_noise_std", gc.get("nerf_noise_std_init"), "cfg.nerf_noise_std_init")
-    put("model.generator.render.density_noise_kimg", gc.get("nerf_noise_kimg_growth"), "cfg.nerf_noise_kimg_growth")
+    put("model.generator.render.cube_scale", read(gc, "dataset.cube_scale"), "cfg.dataset.cube_scale", float)
+    put("model.generator.render.white_back", read(gc, "dataset.white_back"), "cfg.dataset.white_back")
+    put("model.generator.render.density_noise_std", read(gc, "nerf_noise_std_init"), "cfg.nerf_noise_std_init")
+    put("model.generator.render.density_noise_kimg", read(gc, "nerf_noise_kimg_growth"), "cfg.nerf_noise_kimg_growth")
     if D is not None:
         dk, dc = _plain(_state(D).get("_init_kwargs") or {}), _plain(_state(D).get("cfg") or {})
-        put("training.patch.resolution", dk.get("img_resolution"), "D img_resolution")
-        put("model.discriminator.channel_base", dk.get("channel_base"), "D channel_base")
-        put("model.discriminator.channel_max", dk.get("channel_max"), "D channel_max")
-        put("model.discriminator.hyper_mod", dc.get("hyper_mod"), "D cfg.hyper_mod")
+        patch = read(dk, "img_resolution")
+        put("training.patch.resolution", patch, "D img_resolution")
+        put("model.discriminator.channel_base", read(dk, "channel_base"), "D channel_base")
+        put("model.discriminator.channel_max", read(dk, "channel_max"), "D channel_max")
+        put("model.discriminator.hyper_mod", read(dc, "hyper_mod"), "D cfg.hyper_mod")
         values["model.discriminator.hyper_mod_dim"] = 512  # fixed in the reference
         values["model.discriminator.cmap_dim"] = 0  # the reference's: D's channels at 4x4
-        put("model.discriminator.camera_cond", dc.get("camera_cond"), "D cfg.camera_cond")
-        mbstd = _get(dk, "epilogue_kwargs.mbstd_group_size") or dc.get("mbstd_group_size")
+        put("model.discriminator.camera_cond", read(dc, "camera_cond"), "D cfg.camera_cond")
+        mbstd = read(dk, "epilogue_kwargs.mbstd_group_size") or read(dc, "mbstd_group_size")
         put("model.discriminator.mbstd_group", mbstd, "D mbstd_group_size")
-        extra, img, patch = dc.get("num_additional_start_blocks"), values.get("dataset.resolution"), dk.get("img_resolution")
+        extra, img = read(dc, "num_additional_start_blocks"), values.get("dataset.resolution")
         if extra is not None and img and patch and 2 ** extra * patch != img:
             raise CheckpointError(f"{source}: D has {extra} extra start blocks for {patch}px patches, but gan3d "
                                   f"derives log2({img} / {patch}) = {int(math.log2(img // patch))}")
     elif "training.patch.resolution" not in values:
-        patch = _get(gc, "patch.resolution")
-        put("training.patch.resolution", patch, "G cfg.patch.resolution")
+        put("training.patch.resolution", read(gc, "patch.resolution"), "G cfg.patch.resolution")
     base = config_mod.load_config(preset) if preset else config_mod.load_config()
     values["training.patch.min_scale"] = 0.0  # derived again from the (possibly new) resolutions
     try:
@@ -265,9 +331,17 @@ def convert_snapshot(path: str | Path, preset: Optional[str] = None) -> Conversi
     states = {name: flatten(snap[key]) for name, key in (("G", "G"), ("G_ema", "G_ema"), ("D", "D")) if key in snap}
     aug = snap.get("augment_pipe")
     p = _state(aug).get("_buffers", {}).get("p") if aug is not None else None
+    optimizers = [f"{k} ({v.class_name})" for k, v in snap.items() if isinstance(v, OptimizerState)]
+    if optimizers:
+        report.append(f"optimizer states of {', '.join(optimizers)} not imported: Adam starts fresh")
+    nimg = _get(snap, "stats.cur_nimg") if isinstance(snap.get("stats"), dict) else None
     m = re.search(r"network-snapshot-(\d+)", path.name)
-    kimg = float(m.group(1)) if m else 0.0
-    report.append(f"kimg {kimg:g} (from the file name)" if m else "kimg 0 (the file name does not say)")
+    if isinstance(nimg, (int, float)) and not isinstance(nimg, bool) and nimg >= 0:
+        kimg = nimg / 1000
+        report.append(f"kimg {kimg:g} (the snapshot's stats.cur_nimg)")
+    else:
+        kimg = float(m.group(1)) if m else 0.0
+        report.append(f"kimg {kimg:g} (from the file name)" if m else "kimg 0 (the file name does not say)")
     return Conversion(cfg, states, float(p) if p is not None else None, kimg, report)
 
 
