@@ -278,3 +278,18 @@ def test_compile_that_cannot_build_is_one_config_error(smoke_cfg):
         compile_for_training(replace(smoke_cfg, ["training.compile=true"]), G, 2)
     assert str(e.value).startswith("key 'training.compile' = true: torch.compile cannot build on cpu here")
     assert "\n" not in str(e.value) and getattr(G.synthesis, "_compiled_call_impl", None) is None
+
+
+def test_a_pose_with_its_own_radius_renders_as_a_camera_at_that_distance(smoke_cfg):
+    """EG3D's cameras keep their own distance (a pose's 4th value): rendering [yaw, pitch, roll, r] equals rendering
+    [yaw, pitch, roll] with dataset.camera.radius = r."""
+    from dataclasses import replace as dc_replace
+    torch.manual_seed(0)
+    G = build_generator(smoke_cfg).eval()
+    z = torch.randn(2, G.cfg.z_dim)
+    angles = torch.tensor([[1.4, 1.5, 0.0], [1.7, 1.3, 0.0]])
+    own = G(z, None, torch.cat([angles, torch.tensor([[1.05], [1.05]])], 1), resolution=16)
+    G.camera = dc_replace(G.camera, radius=1.05)
+    assert torch.allclose(own, G(z, None, angles, resolution=16), atol=1e-6)
+    G.camera = dc_replace(G.camera, radius=1.0)
+    assert not torch.allclose(own, G(z, None, angles, resolution=16), atol=1e-3)

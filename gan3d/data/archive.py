@@ -118,11 +118,16 @@ class Metadata:
 
 
 def angle_problems(name: str, a) -> Optional[str]:
-    if not isinstance(a, (list, tuple)) or len(a) != 3 or not all(isinstance(v, (int, float)) for v in a):
-        return f"camera_angles['{name}'] = {a!r}: expected [yaw, pitch, roll] numbers"
-    yaw, pitch, _ = a
+    """A camera is [yaw, pitch, roll] (at dataset.camera.radius) or [yaw, pitch, roll, radius] (its own distance
+    from the point it looks at, as EG3D's cameras have: `gan3d dataset convert --poses eg3d`)."""
+    if (not isinstance(a, (list, tuple)) or len(a) not in (3, 4)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)):
+        return f"camera_angles['{name}'] = {str(a)[:60]}: expected [yaw, pitch, roll] or [yaw, pitch, roll, radius] numbers"
+    yaw, pitch = a[0], a[1]
     if not all(math.isfinite(v) for v in a):
         return f"camera_angles['{name}'] = {a!r}: angles must be finite"
+    if len(a) == 4 and a[3] <= 0:
+        return f"camera_angles['{name}']: radius {a[3]} must be > 0"
     if not -math.pi - 1e-6 <= yaw <= math.pi + 1e-6:
         return f"camera_angles['{name}']: yaw {yaw} is outside [-pi, pi]"
     if not -1e-6 <= pitch <= math.pi + 1e-6:
@@ -161,6 +166,11 @@ def parse_metadata(archive: Archive, collect: Optional[list[str]] = None) -> Met
             problem(f"{where}: {msg}")
         else:
             meta.angles[name] = [float(v) for v in a]
+    widths = {len(a) for a in meta.angles.values()}
+    if len(widths) > 1:
+        odd = next(n for n, a in meta.angles.items() if len(a) != len(next(iter(meta.angles.values()))))
+        problem(f"{where}: camera_angles mixes 3 and 4 numbers per camera (e.g. '{odd}'); give every camera a "
+                f"radius or none")
     for name, lab in labels.items():
         if isinstance(lab, bool) or not isinstance(lab, int) or lab < 0:
             problem(f"{where}: labels['{name}'] = {lab!r}: expected a non-negative integer class")

@@ -18,34 +18,50 @@ from gan3d.render.cameras import angles_from_cam2world
 
 # OpenCV camera axes (x right, y down, z forward) -> ours (x right, y up, z backward)
 _CV_TO_GL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
-AXIS_TOLERANCE_DEG = 0.5  # a camera whose optical axis misses the common look-at point by more is an outlier
 EG3D_FOV_FACTOR = 1.414  # EG3D's FOV_to_intrinsics: fx = 1 / (tan(fov_degrees / 2) * 1.414)
+# What cannot be a camera of one set (refused unless --allow-outliers): an optical axis this far from the common
+# look-at point, a distance or focal length this far from the set's median, an off-centre principal point or
+# non-square pixels (gan3d's cameras have neither).
+AXIS_LIMIT_DEG = 10.0
+RADIUS_LIMIT = (0.5, 2.0)
+FOV_LIMIT = (0.8, 1.25)
+INTRINSICS_TOLERANCE = 0.01
+SPREAD_Z = 8.0  # reported (not refused) beyond this many robust standard deviations of the set
 
 
 @dataclass
 class PoseReport:
-    """What a set of imported cameras implies, and which cameras disagree with the rest."""
-    radius: float  # median distance from the common look-at point
-    fov: float  # gan3d's dataset.camera.fov: the full horizontal angle, degrees
+    """What a set of imported cameras implies, and which cameras stand out."""
+    radius: float  # median distance from the common look-at point (each camera keeps its own)
+    fov: float  # gan3d's dataset.camera.fov at the written resolution (full horizontal angle between the outer
+    #             pixel centres, degrees)
     fov_eg3d: float  # the `fov_degrees` EG3D's own config would give for the same focal length
     lookat: tuple[float, float, float]  # least-squares point closest to every optical axis (EG3D world)
     max_axis_error: float  # degrees by which the worst optical axis misses the look-at point
-    outliers: list[str] = field(default_factory=list)
+    radius_spread: tuple[float, float] = (0.0, 0.0)  # min, max distance
+    outliers: list[str] = field(default_factory=list)  # cannot be a camera of this set
+    unusual: list[str] = field(default_factory=list)  # beyond the set's natural spread: reported only
     world_flipped: bool = False
 
     def lines(self) -> list[str]:
         x, y, z = self.lookat
-        out = [f"poses: camera radius {self.radius:.4f} from the look-at point ({x:.4f}, {y:.4f}, {z:.4f}) "
-               f"(re-centred there){' (world y flipped to point up)' if self.world_flipped else ''}",
-               f"poses: fov {self.fov:.3f} deg = gan3d's dataset.camera.fov (full horizontal angle); "
-               f"EG3D's fov_degrees for the same focal length: {self.fov_eg3d:.3f}",
+        lo, hi = self.radius_spread
+        out = [f"poses: cameras {lo:.4f}-{hi:.4f} (median {self.radius:.4f}) from the look-at point "
+               f"({x:.4f}, {y:.4f}, {z:.4f}); each keeps its own distance (re-centred there)"
+               f"{' (world y flipped to point up)' if self.world_flipped else ''}",
+               f"poses: fov {self.fov:.4f} deg = gan3d's dataset.camera.fov at this resolution (full angle between "
+               f"the outer pixel centres); EG3D's fov_degrees for the same focal length: {self.fov_eg3d:.3f}",
                f"poses: optical axes miss the look-at point by at most {self.max_axis_error:.3f} deg"]
+        out += [f"  unusual (kept): {o}" for o in self.unusual[:20]]
+        if len(self.unusual) > 20:
+            out.append(f"  ... and {len(self.unusual) - 20} more unusual camera(s)")
         out += [f"  outlier: {o}" for o in self.outliers]
         return out
 
     def as_dict(self) -> dict:
-        return {"from": "eg3d", "radius": self.radius, "fov": self.fov, "fov_eg3d": self.fov_eg3d,
-                "lookat": list(self.lookat), "max_axis_error_deg": self.max_axis_error, "outliers": self.outliers}
+        return {"from": "eg3d", "radius": self.radius, "radius_range": list(self.radius_spread), "fov": self.fov,
+                "fov_eg3d": self.fov_eg3d, "lookat": list(self.lookat), "max_axis_error_deg": self.max_axis_error,
+                "outliers": self.outliers, "unusual": self.unusual}
 
 
 def check_eg3d_labels(names: list[str], labels: list, where: str) -> np.ndarray:
@@ -78,12 +94,23 @@ def check_eg3d_labels(names: list[str], labels: list, where: str) -> np.ndarray:
     return np.stack(rows)
 
 
-def eg3d_to_angles(names: list[str], labels: np.ndarray) -> tuple[np.ndarray, PoseReport]:
-    """EG3D camera labels [N, 25] (flattened 4x4 OpenCV cam2world, then 3x3 normalised intrinsics)
-    -> [N, 3] (yaw, pitch, roll) in gan3d's convention around the cameras' common look-at point.
+def _robust_z(x: np.ndarray) -> np.ndarray:
+    """|x - median| in robust standard deviations (1.4826 MAD; a floor keeps an exact set from dividing by 0)."""
+    med = np.median(x)
+    mad = 1.4826 * np.median(np.abs(x - med))
+    return np.abs(x - med) / max(mad, 1e-6 * max(abs(med), 1e-6))
 
-    EG3D's cameras look at (0, 0, 0.2), not the origin: the look-at point is estimated (least squares over
-    the optical axes), the cameras are re-centred on it, and the radius is measured from it."""
+
+def eg3d_to_angles(names: list[str], labels: np.ndarray, resolution: int) -> tuple[np.ndarray, PoseReport]:
+    """EG3D camera labels [N, 25] (flattened 4x4 OpenCV cam2world, then 3x3 intrinsics normalised by the image
+    size) -> [N, 4] (yaw, pitch, roll, radius) in gan3d's convention around the cameras' common look-at point.
+
+    EG3D's cameras sit on a sphere around the origin and look at (0, 0, 0.2), so their distances from the point they
+    look at differ (by ~1% over its yaw / pitch ranges): the look-at point is estimated (least squares over the
+    optical axes), the cameras are re-centred on it, and each keeps its own distance (the pose's 4th value), so every
+    camera's rays are EG3D's own. EG3D samples pixel centres at (i + 0.5) / W, gan3d's grid puts the outer pixel
+    centres on the field of view's edges: fov = 2 atan((W - 1) / (2 W fx)) at the written resolution W makes the
+    two grids coincide."""
     c2w = torch.as_tensor(labels[:, :16], dtype=torch.float64).reshape(-1, 4, 4) @ _CV_TO_GL
     # EG3D's world is y-up, like gan3d's; a set whose camera up axes point to -y (a y-down world) is
     # rotated 180 degrees about x (keeps handedness) so that up is +y
@@ -98,17 +125,27 @@ def eg3d_to_angles(names: list[str], labels: np.ndarray) -> tuple[np.ndarray, Po
     c2w = c2w.clone()
     c2w[:, :3, 3] -= lookat
     angles, radius = angles_from_cam2world(c2w)
-    fx = labels[:, 16]
-    fov = np.degrees(2 * np.arctan(1 / (2 * fx)))  # fx is normalised by the image width
+    fx, cx, fy, cy = labels[:, 16], labels[:, 18], labels[:, 20], labels[:, 21]
+    fov = np.degrees(2 * np.arctan((resolution - 1) / (2 * resolution * fx)))
     fov_eg3d = np.degrees(2 * np.arctan(1 / (EG3D_FOV_FACTOR * fx)))
     r = radius.numpy()
     med_r, med_f = float(np.median(r)), float(np.median(fov))
-    outliers = [f"{n}: radius {ri:.4f}, fov {fi:.3f}, axis misses the look-at point by {ei:.2f} deg"
-                for n, ri, fi, ei in zip(names, r, fov, axis_error)
-                if abs(ri / med_r - 1) > 0.01 or abs(fi / med_f - 1) > 0.01 or ei > AXIS_TOLERANCE_DEG]
+    outliers, unusual = [], []
+    z_r, z_f, z_e = _robust_z(r), _robust_z(fov), _robust_z(axis_error)
+    for i, n in enumerate(names):
+        what = f"{n}: radius {r[i]:.4f}, fov {fov[i]:.3f}, axis misses the look-at point by {axis_error[i]:.2f} deg"
+        if (axis_error[i] > AXIS_LIMIT_DEG or not RADIUS_LIMIT[0] <= r[i] / med_r <= RADIUS_LIMIT[1]
+                or not FOV_LIMIT[0] <= fov[i] / med_f <= FOV_LIMIT[1]):
+            outliers.append(what)
+        elif abs(cx[i] - 0.5) > INTRINSICS_TOLERANCE or abs(cy[i] - 0.5) > INTRINSICS_TOLERANCE:
+            outliers.append(f"{n}: principal point ({cx[i]:.3f}, {cy[i]:.3f}), gan3d's cameras have it at the centre")
+        elif abs(fy[i] / fx[i] - 1) > INTRINSICS_TOLERANCE:
+            outliers.append(f"{n}: fy / fx = {fy[i] / fx[i]:.3f}, gan3d's pixels are square")
+        elif max(z_r[i], z_f[i], z_e[i]) > SPREAD_Z:
+            unusual.append(what)
     report = PoseReport(med_r, med_f, float(np.median(fov_eg3d)), tuple(float(v) for v in lookat),
-                        float(axis_error.max()), outliers, flipped)
-    return angles.float().numpy(), report
+                        float(axis_error.max()), (float(r.min()), float(r.max())), outliers, unusual, flipped)
+    return np.concatenate([angles.float().numpy(), r[:, None].astype(np.float32)], 1), report
 
 
 def read_eg3d_labels(archive: Archive) -> tuple[list[str], np.ndarray]:
@@ -156,10 +193,11 @@ def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: in
     report = None
     if poses == "eg3d":
         names, table = read_eg3d_labels(archive)
-        arr, report = eg3d_to_angles(names, table)
+        src_res = decode_image(archive.read(names[0]), archive.describe(names[0])).shape[1]
+        arr, report = eg3d_to_angles(names, table, resolution or src_res)
         if report.outliers and not allow_outliers:
             raise DatasetError("\n".join(report.lines() + [
-                f"{archive.describe(META_FILE)}: {len(report.outliers)} camera(s) disagree with the rest; "
+                f"{archive.describe(META_FILE)}: {len(report.outliers)} camera(s) cannot be cameras of this set; "
                 "nothing was written (pass --allow-outliers to convert anyway)"]))
         angles = {n: a.tolist() for n, a in zip(names, arr)}
         labels: dict[str, int] = {}
@@ -183,7 +221,8 @@ def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: in
     res = resolution or src_res
     ang = np.array(list(angles.values()), np.float32) if angles else None
     meta_out = {
-        "resolution": res, "num_images": len(names), "has_poses": bool(angles), "has_labels": bool(labels),
+        "resolution": res, "num_images": len(names), "has_poses": bool(angles),
+        "has_radius": bool(angles) and len(next(iter(angles.values()))) > 3, "has_labels": bool(labels),
         "num_classes": (max(labels.values()) + 1) if labels else 0,
         "yaw_center": float(extra.get("yaw_center", yaw_center_of(ang))), "source": str(src),
         "preprocessing": {**extra.get("preprocessing", {}), "source_resolution": src_res,
@@ -204,7 +243,8 @@ def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: in
                 img = np.asarray(im).transpose(2, 0, 1)
             a = angles.get(n)
             yield {"image": encode_png(img), "yaw": a[0] if a else None, "pitch": a[1] if a else None,
-                   "roll": a[2] if a else None, "label": labels.get(n), "path": n}
+                   "roll": a[2] if a else None, "radius": a[3] if a and len(a) > 3 else None,
+                   "label": labels.get(n), "path": n}
 
     write_shards(rows(), dst, shard_size, meta_out, total=len(names))
     if report is not None:

@@ -52,7 +52,8 @@ class ImageDataset(torch.utils.data.Dataset):
         meta = parse_metadata(self.archive)
         check_references(self.archive, meta, names, need_poses)
         self.meta = meta
-        self.angles = (np.array([meta.angles.get(n, [0.0, 0.0, 0.0]) for n in names], dtype=np.float32)
+        width = len(next(iter(meta.angles.values()))) if meta.angles else 3  # 4: each camera's own radius
+        self.angles = (np.array([meta.angles.get(n, [0.0] * width) for n in names], dtype=np.float32)
                        if meta.angles else None)
         self.labels = np.array([meta.labels.get(n, 0) for n in names], dtype=np.int64)
         if use_labels and not meta.labels:
@@ -83,7 +84,7 @@ class ImageDataset(torch.utils.data.Dataset):
         img = decode_image(self.archive.read(name), self.archive.describe(name))
         if img.shape[1:] != (self.resolution, self.resolution):
             raise DatasetError(f"{self.archive.describe(name)}: decoded size {img.shape[1:]} differs from the header")
-        angles = self.angles[i] if self.angles is not None else np.zeros(3, np.float32)
+        angles = self.angles[i] if self.angles is not None else np.zeros(3, np.float32)  # [3] or [4]
         if flip:
             img = np.ascontiguousarray(img[:, :, ::-1])
             angles = mirror_angles(angles, self.yaw_center)

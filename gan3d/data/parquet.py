@@ -1,9 +1,10 @@
 """Parquet shards of encoded images (pyarrow), local or on any pyarrow filesystem (s3://, gs://, file://).
 
 Columns: image (encoded bytes), yaw, pitch, roll (float32, null without poses), label (int64, null
-without labels), path (source name). The schema metadata key b"gan3d" holds JSON: resolution,
-num_images, has_poses, has_labels, yaw_center and the preprocessing (source resolution, resize filter,
-crop), since FID moves by a point with the resize filter alone.
+without labels), path (source name), and radius (float32: each camera's distance from its look-at point, null
+unless the cameras have their own, as EG3D's; older shards lack the column). The schema metadata key b"gan3d"
+holds JSON: resolution, num_images, has_poses, has_radius, has_labels, yaw_center and the preprocessing (source
+resolution, resize filter, crop), since FID moves by a point with the resize filter alone.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from gan3d.storage import filesystem
 
 COLUMNS = ("image", "yaw", "pitch", "roll", "label", "path")
 SCHEMA = pa.schema([("image", pa.binary()), ("yaw", pa.float32()), ("pitch", pa.float32()), ("roll", pa.float32()),
-                    ("label", pa.int64()), ("path", pa.string())])
+                    ("label", pa.int64()), ("path", pa.string()), ("radius", pa.float32())])
 RESIZE_FILTERS = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "box": Image.BOX}
 
 
@@ -84,6 +85,7 @@ class ParquetDataset(torch.utils.data.IterableDataset):
         self.num_images = int(self.meta.get("num_images", 0))
         self.resolution = int(self.meta.get("resolution", 0))
         self.has_poses = bool(self.meta.get("has_poses", False))
+        self.pose_columns = ("yaw", "pitch", "roll") + (("radius",) if self.meta.get("has_radius") else ())
         self.num_classes = int(self.meta.get("num_classes", 0))
         self.yaw_center = float(self.meta.get("yaw_center", np.pi / 2))
         if resolution is not None and self.resolution and resolution != self.resolution:
@@ -114,10 +116,10 @@ class ParquetDataset(torch.utils.data.IterableDataset):
         mirroring: what fakes draw their cameras and labels from (the pose and label columns only are read)."""
         if self._pool is None:
             fs, _ = _filesystem(self.path)
-            cols = [pq.read_table(fs.open_input_file(f), columns=["yaw", "pitch", "roll", "label"]) for f in self.files]
+            cols = [pq.read_table(fs.open_input_file(f), columns=[*self.pose_columns, "label"]) for f in self.files]
             table = pa.concat_tables(cols)
             angles = np.stack([np.nan_to_num(table.column(k).to_numpy(zero_copy_only=False).astype(np.float32))
-                               for k in ("yaw", "pitch", "roll")], 1)
+                               for k in self.pose_columns], 1)
             labels = np.nan_to_num(table.column("label").to_numpy(zero_copy_only=False).astype(np.float64)).astype(np.int64)
             if self.mirror:
                 angles, labels = np.concatenate([angles, mirror_angles(angles, self.yaw_center)]), np.tile(labels, 2)
@@ -135,7 +137,7 @@ class ParquetDataset(torch.utils.data.IterableDataset):
     def _read_unit(self, file: str, group: int) -> pa.Table:
         if self._fs is None:
             self._fs, _ = _filesystem(self.path)
-        return pq.ParquetFile(self._fs.open_input_file(file)).read_row_group(group, columns=list(COLUMNS))
+        return pq.ParquetFile(self._fs.open_input_file(file)).read_row_group(group, columns=[*COLUMNS, *self.pose_columns[3:]])
 
     def iter_epoch(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator[tuple]:
         units = epoch_order(len(self.units), epoch, self.seed, self.rank, self.world)[worker::num_workers]
@@ -143,11 +145,11 @@ class ParquetDataset(torch.utils.data.IterableDataset):
         for u in units:
             file, group = self.units[u]
             table = self._read_unit(file, group)
-            cols = {c: table.column(c).to_pylist() for c in COLUMNS}
+            cols = {c: table.column(c).to_pylist() for c in table.column_names}
             for i in rng.permutation(table.num_rows):
                 where = f"{file}:{cols['path'][i]}"
                 img = decode_image(cols["image"][i], where)
-                angles = np.array([cols[k][i] or 0.0 for k in ("yaw", "pitch", "roll")], np.float32)
+                angles = np.array([cols[k][i] or 0.0 for k in self.pose_columns], np.float32)
                 if self.mirror and rng.random() < 0.5:
                     img = np.ascontiguousarray(img[:, :, ::-1])
                     angles = mirror_angles(angles, self.yaw_center)

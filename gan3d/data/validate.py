@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gan3d.data.archive import Archive, check_references, image_header, parse_metadata
+from gan3d.data.archive import Archive, check_references, decode_image, image_header, parse_metadata
 from gan3d.data.convert import eg3d_to_angles, looks_like_eg3d, read_eg3d_labels
 from gan3d.data.parquet import COLUMNS, is_parquet, list_shards, read_metadata
 from gan3d.errors import DatasetError
@@ -91,7 +91,8 @@ def _validate_archive(path: str, rep: ValidationReport, need_poses: bool) -> Non
     if looks_like_eg3d(archive):  # EG3D cameras: the camera report instead of class labels
         try:
             eg_names, labels = read_eg3d_labels(archive)
-            angles, report = eg3d_to_angles(eg_names, labels)
+            res = decode_image(archive.read(eg_names[0]), archive.describe(eg_names[0])).shape[1]
+            angles, report = eg3d_to_angles(eg_names, labels, res)
         except DatasetError as e:
             rep.problems += str(e).splitlines()
             return

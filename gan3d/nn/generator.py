@@ -267,9 +267,10 @@ class TriplaneGenerator(nn.Module):
         res = resolution or self.img_resolution
         dirs_cam = rays.ray_directions(res, self.camera.fov if fov is None else fov, patch.scales if patch else None,
                                        patch.offsets if patch else None, batch=B, device=angles.device)  # [B, R, 3]
-        if not self.camera.use_roll:  # the seed ignores roll
-            angles = angles * torch.tensor([1.0, 1.0, 0.0], device=angles.device, dtype=angles.dtype)
-        c2w = cameras.cam2world_matrix(angles, self.camera.radius)  # [B, 4, 4]
+        # a pose's 4th value is its own distance from the look-at point (EG3D's cameras); else the configured one
+        radius = angles[:, 3:4] if angles.shape[1] > 3 else self.camera.radius
+        roll = angles[:, 2:3] if self.camera.use_roll else torch.zeros_like(angles[:, 2:3])  # the seed ignores roll
+        c2w = cameras.cam2world_matrix(torch.cat([angles[:, :2], roll], 1), radius)  # [B, 4, 4]
         stochastic = self.training if stochastic is None else stochastic
         origins, dirs = rays.world_rays(c2w, dirs_cam)
         if self.triplane_kernel:  # one layout change for all chunks and both sample sets, if the planes need it
