@@ -26,6 +26,27 @@ EXAMPLES = {  # shown at the end of each command's --help
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error contract: one line naming the command and what was wrong, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(low: float, kind=int):
+    """An option's type with its allowed range (EDM2 spells it click.IntRange): values below `low` are refused."""
+    def parse_value(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= low or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} >= {low:g}, "
+                                             f"got {text!r}")
+        return value
+    return parse_value
+
+
 def _cuda() -> bool:
     try:
         import torch
@@ -40,12 +61,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gan3d", description="EpiGRAF-style 3D-aware GANs on Ray.")
+    parser = Parser(prog="gan3d", description="EpiGRAF-style 3D-aware GANs on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one run (embedded local Ray, or a cluster with --address)")
     _experiment_args(p)
-    p.add_argument("--workers", type=int, help="Ray Train workers (default: run.workers)")
+    p.add_argument("--workers", type=at_least(1), help="Ray Train workers (default: run.workers)")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--out", help="output root; the run dir is OUT/NAME (default: run.out)")
@@ -63,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput and memory of a config on this hardware")
     _experiment_args(p)
-    p.add_argument("--iters", type=int, default=5, help="timed iterations after warm-up")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--iters", type=at_least(1), default=5, help="timed iterations after warm-up")
+    p.add_argument("--warmup", type=at_least(0), default=1)
     p.add_argument("--mode", choices=["train", "generate", "invert"], default="train",
                    help="invert: inversion of renders of known latents (PSNR, novel views)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--workers", type=int, default=1, help="also measure gloo scaling over N processes")
+    p.add_argument("--workers", type=at_least(1), default=1, help="also measure gloo scaling over N processes")
     p.add_argument("--plan", action="store_true", help="find the largest batch_gpu that fits memory")
     p.add_argument("--compare", action="store_true", help="reference ops vs fast paths, alternated in one run")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -79,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset to compare against (default: the one the run trained on)")
     p.add_argument("--mirror", action="store_true",
                    help="measure against the mirrored set too (not the paper's protocol, which is unflipped)")
-    p.add_argument("--num-fakes", type=int, help="override the protocol's number of generated images")
-    p.add_argument("--workers", type=int, default=1, help="generate on this many Ray workers")
+    p.add_argument("--num-fakes", type=at_least(1), help="override the protocol's number of generated images")
+    p.add_argument("--workers", type=at_least(1), default=1, help="generate on this many Ray workers")
 
     p = sub.add_parser("render", help="image grids, videos, interpolations, density slices and meshes")
     p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its best checkpoint)")
@@ -90,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation-psi", type=float, default=0.7)
     p.add_argument("--resolution", type=int, help="render resolution (default: the training resolution)")
     p.add_argument("--ray-step-multiplier", type=float, default=1.0, help="multiply the samples per ray")
-    p.add_argument("--frames", type=int, default=48, help="frames of a camera path")
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--grid-resolution", type=int, default=128, help="density grid size (density, geometry)")
+    p.add_argument("--frames", type=at_least(1), default=48, help="frames of a camera path")
+    p.add_argument("--fps", type=at_least(1), default=30)
+    p.add_argument("--grid-resolution", type=at_least(2), default=128, help="density grid size (density, geometry)")
     p.add_argument("--cube-size", type=float, help="side of the density cube in world units (default 2 x cube_scale)")
     p.add_argument("--out", required=True, help="output directory")
 
@@ -102,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "centred square)")
     p.add_argument("--out", required=True, help="output directory: one folder per image")
     p.add_argument("--mode", default="pti", help="w | wplus | pti (W+ then pivotal tuning)")
-    p.add_argument("--steps", type=int, default=500, help="projection steps")
-    p.add_argument("--pti-steps", type=int, default=350, help="pivotal tuning steps (--mode pti)")
+    p.add_argument("--steps", type=at_least(1), default=500, help="projection steps")
+    p.add_argument("--pti-steps", type=at_least(0), default=350, help="pivotal tuning steps (--mode pti)")
     cam = p.add_mutually_exclusive_group()
     cam.add_argument("--camera", help="YAW,PITCH in radians, gan3d's convention (default: fitted)")
     cam.add_argument("--poses", help="a dataset.json whose camera_angles name the images")
@@ -113,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=0, help="fit at this size (default: the training resolution)")
     p.add_argument("--lpips", default="", help="NVIDIA's vgg16.pt for LPIPS (default: $GAN3D_LPIPS_WEIGHTS or the cache)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="spread the images over this many Ray workers")
+    p.add_argument("--workers", type=at_least(1), default=1, help="spread the images over this many Ray workers")
     p.add_argument("--address", help="Ray cluster HEAD:PORT (default: a local Ray when --workers > 1)")
     p.add_argument("--wandb", action="store_true", help="log metrics and reconstructions to a W&B run (offline unless "
                    "W&B is configured online)")
@@ -230,6 +251,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return COMMANDS[args.command](args)
     except Gan3dError as e:
         print(f"gan3d: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only filesystem under something gan3d writes: one line, no traceback
+        from gan3d.errors import no_space
+
+        full = no_space(e)
+        if full is None:
+            raise
+        print(f"gan3d: error: {full.filename or 'a file'}: {full.strerror or full}; free space there or write "
+              f"elsewhere", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gan3d: aborted", file=sys.stderr)

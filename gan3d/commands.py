@@ -99,6 +99,7 @@ def _render(args) -> int:
 
     if args.vis not in VIS:  # fail before loading anything
         raise ConfigError(f"--vis {args.vis!r}: expected one of {', '.join(VIS)}")
+    out_dir(args.out)
     ckpt, _ = best_checkpoint(args.checkpoint)
     G = load_generator(ckpt, ray_step_multiplier=args.ray_step_multiplier)
     files = render(G, args.vis, parse_seeds(args.seeds), args.out, args.camera, args.truncation_psi, args.resolution,
@@ -115,9 +116,27 @@ def _numbers(text: Optional[str], flag: str, n: int, kind=float) -> Optional[lis
         values = [kind(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != n:
-        raise ConfigError(f"{flag} {text!r}: expected {n} comma-separated numbers")
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} {text!r}: expected {n} comma-separated finite numbers")
     return values
+
+
+def out_dir(path: str, flag: str = "--out") -> str:
+    """An output directory (new or existing): refused before any work if a file is in its place."""
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{flag} {path}: a file is there; expected a directory (new or existing)")
+    return path
+
+
+def out_file(path: str, flag: str = "--out") -> str:
+    """An output file: refused before any work if a directory is in its place."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise ConfigError(f"{flag} {path}: a directory is there; expected a file path, e.g. {Path(path) / 'report.html'}")
+    return path
 
 
 def _log_inversions(rows: list[dict], out: str, settings) -> None:
@@ -144,6 +163,7 @@ def _invert(args) -> int:
     from gan3d.invert_files import expand_images, invert_files, invert_on_ray
     from gan3d.inversion import InvertSettings
 
+    out_dir(args.out)
     settings = InvertSettings(mode=args.mode, steps=args.steps, pti_steps=args.pti_steps, fit_camera=args.fit_camera,
                               fit_fov=args.fit_fov, lpips=args.lpips, seed=args.seed)
     images = [str(p) for p in expand_images(args.images)]
@@ -166,7 +186,7 @@ def _invert(args) -> int:
 def _report(args) -> int:
     from gan3d.report import wandb_report, write_html
 
-    out = write_html(args.paths, args.out, args.metric)
+    out = write_html(args.paths, out_file(args.out), args.metric)
     print(f"gan3d: wrote {out}")
     if args.wandb:
         url, definition = wandb_report(args.paths, args.out, args.metric)
@@ -269,7 +289,7 @@ def _dataset_render(args) -> int:
 def _import_checkpoint(args) -> int:
     from gan3d.training.checkpoint import import_reference
 
-    out, report = import_reference(args.source, args.out, args.preset)
+    out, report = import_reference(args.source, out_dir(args.out, "OUT"), args.preset)
     for line in report:
         print(f"  {line}")
     print(f"gan3d: wrote {out} (render, eval and training.resume= open it like any gan3d checkpoint)")

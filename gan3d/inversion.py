@@ -86,7 +86,7 @@ def load_image(path: str | Path, resolution: int, crop: Optional[Sequence[int]] 
     try:
         arr = np.asarray(iio.imread(path))
     except Exception as e:  # noqa: BLE001 - imageio raises per-plugin types
-        raise Gan3dError(f"{path}: not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
+        raise Gan3dError(f"{path}: not a readable image (PNG, JPEG, WebP, ...; {type(e).__name__})") from None
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise Gan3dError(f"{path}: {arr.shape[2] if arr.ndim == 3 else 1} channel(s); expected RGB or RGBA")
     img = torch.from_numpy(arr.astype(np.float32) / (65535 if arr.dtype == np.uint16 else 255)).permute(2, 0, 1)

@@ -81,7 +81,9 @@ class RunMirror:
     """Mirror of a local run directory at a URI: `push` uploads files that changed since the last push,
     `pull` makes named local files match the store (a run restarted on this or another node)."""
 
-    SKIP = ("checkpoint",)  # Train owns the checkpoint directories at the URI (and a direct run's checkpoints/)
+    # Train owns the checkpoint directories at the URI (and a direct run's checkpoints/); the driver lock is this
+    # machine's (orchestrate/lock.py)
+    SKIP = ("checkpoint", ".gan3d.lock")
 
     def __init__(self, local_dir: str | Path, uri: str):
         self.local, self.uri = Path(local_dir), uri

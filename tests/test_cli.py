@@ -29,3 +29,38 @@ def test_every_writing_command_takes_out_and_shows_an_example():
         assert any("--out" in a.option_strings for a in sub[cmd]._actions), cmd
     res = subprocess.run([sys.executable, "-m", "gan3d.cli", "sweep", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "example:\n  gan3d sweep" in res.stdout
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["eval", "run", "--num-fakes", "0"], "argument --num-fakes: expected an integer >= 1, got '0'"),
+    (["eval", "run", "--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
+    (["invert", "ck", "x.png", "--out", "o", "--workers", "-2"], "argument --workers: expected an integer >= 1"),
+    (["render", "ck", "--out", "o", "--frames", "0"], "argument --frames: expected an integer >= 1"),
+])
+def test_out_of_range_options_are_one_line_before_any_work(args, expected):
+    res = subprocess.run([sys.executable, "-m", "gan3d.cli", *args], capture_output=True, text=True)
+    assert res.returncode == 2 and expected in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_wrong_kinds_of_output_paths_are_one_line_before_any_work(tmp_path):
+    a_file, a_dir = tmp_path / "taken.txt", tmp_path / "folder"
+    a_file.write_text("x")
+    a_dir.mkdir()
+    (a_dir / "keep.txt").write_text("mine")
+    png = tmp_path / "photo.png"
+    from PIL import Image
+    Image.new("RGB", (4, 4)).save(png)
+    cases = [(["invert", "ck", str(png), "--out", str(a_file)], f"--out {a_file}: a file is there"),
+             (["render", "ck", "--out", str(a_file)], f"--out {a_file}: a file is there"),
+             (["report", str(tmp_path), "--out", str(a_dir)], f"--out {a_dir}: a directory is there"),
+             (["import-checkpoint", str(png), str(tmp_path / "o")], f"{png}: not a reference snapshot (.pkl)"),
+             (["import-checkpoint", str(a_dir), str(tmp_path / "o")], f"{a_dir}: a directory; import-checkpoint"),
+             (["import-checkpoint", str(tmp_path / "n.pkl"), str(a_file)], f"OUT {a_file}: a file is there"),
+             (["import-checkpoint", str(tmp_path / "n.pkl"), str(a_dir)], f"{a_dir}: exists and is not a gan3d")]
+    (tmp_path / "n.pkl").write_bytes(b"\x80\x04N.")
+    for args, expected in cases:
+        res = subprocess.run([sys.executable, "-m", "gan3d.cli", *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert (a_dir / "keep.txt").read_text() == "mine"  # nothing already written is lost

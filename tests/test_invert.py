@@ -113,7 +113,12 @@ def test_bad_inputs_are_one_line(known, tmp_path):
 
     assert run(str(bad)).startswith(f"gan3d: error: {bad}: not a readable image")
     assert run(str(gray)) == f"gan3d: error: {gray}: 1 channel(s); expected RGB or RGBA"
-    assert "--camera '0.1': expected 2 comma-separated numbers" in run(str(files[0]), "--camera", "0.1")
+    assert "--camera '0.1': expected 2 comma-separated finite numbers" in run(str(files[0]), "--camera", "0.1")
+    assert "--camera 'nan,inf': expected 2 comma-separated finite numbers" in run(str(files[0]), "--camera", "nan,inf")
+    text = tmp_path / "notes.txt"
+    text.write_text("a text file given as an image " * 20)
+    assert run(str(text)) == f"gan3d: error: {text}: not a readable image (PNG, JPEG, WebP, ...; " + run(str(text)).split("; ")[-1]
+    assert run(str(text)).endswith(")")  # the line is whole, not cut mid-word
     not_a_generator = tmp_path / "run"
     not_a_generator.mkdir()
     (not_a_generator / "notes.txt").write_text("no checkpoint here")

@@ -116,7 +116,7 @@ def experiment_config(meta):
         "experiment_dir": "${env.datasets_dir}/../experiments/tiny"})
 
 
-def make_snapshot(path, marker, drop=(), tamper=None, edit_cfg=None):
+def make_snapshot(path, marker, drop=(), tamper=None, edit_cfg=None, edit_snap=None, protocol=4):
     """A snapshot as the reference's training loop pickles one (training_loop.py:426-443): persistent G, D, G_ema and
     AugmentPipe whose init kwargs hold EasyDicts and whose cfg is a node of the experiment config, the two Adam
     optimizers (after a step, so they carry state), vis, stats and training_set_kwargs."""
@@ -158,8 +158,10 @@ def make_snapshot(path, marker, drop=(), tamper=None, edit_cfg=None):
                 "vis": vis, "stats": stats}
         for k in drop:
             snap.pop(k)
+        if edit_snap:
+            edit_snap(snap, hook, marker)
         with open(path, "wb") as f:
-            pickle.dump(snap, f)
+            pickle.dump(snap, f, protocol=protocol)
     finally:
         for name in mods:
             sys.modules.pop(name, None)
@@ -340,3 +342,154 @@ def test_config_interpolations_are_read_as_data_never_resolved(tmp_path, monkeyp
     assert res.returncode == 2 and f"config key '{key}'" in res.stderr, res.stderr
     assert "s3cr3t" not in res.stderr and "${" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------ snapshots built to hurt
+
+def _bounded_cli(*args, limit_gb=3, timeout=120):
+    """The CLI in a process with an address-space ceiling: a loader that blows up hits it instead of the machine."""
+    import resource
+
+    def ceiling():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_gb << 30, limit_gb << 30))
+    return subprocess.run([sys.executable, "-m", "gan3d.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=ceiling)
+
+
+def _shared_dicts(levels):
+    d = {"leaf": 1.0}
+    for _ in range(levels):
+        d = {"a": d, "b": d}  # each level references the one below twice: 2^levels paths, `levels` objects
+    return d
+
+
+def _deep_dict_ops(depth: int) -> bytes:
+    """Pickle opcodes (protocol 3) leaving one dict nested `depth` deep on the stack: built without recursion."""
+    key = b"X" + (1).to_bytes(4, "little") + b"a"  # BINUNICODE 'a'
+    return (b"}" + key) * depth + b"}" + b"s" * depth  # EMPTY_DICT, key, ..., innermost dict, SETITEM x depth
+
+
+def _with_deep_kwargs(path, marker, depth):
+    """A real snapshot whose G init kwargs hold a dict nested `depth` deep (spliced in as opcodes)."""
+    def put(snap, hook, marker):
+        snap["G"].meta["state"]["_init_kwargs"]["mapping_kwargs"]["deep"] = "DEEP_PLACEHOLDER"
+    make_snapshot(path, marker, edit_snap=put, protocol=3)  # no frames: opcodes can be spliced in
+    data = path.read_bytes()
+    placeholder = b"X" + len(b"DEEP_PLACEHOLDER").to_bytes(4, "little") + b"DEEP_PLACEHOLDER"
+    assert data.count(placeholder) == 1
+    path.write_bytes(data.replace(placeholder, _deep_dict_ops(depth)))
+    return path
+
+
+def _module_chain(hook, marker, length):
+    node = Persistent(hook, "Leaf", {"_parameters": {}, "_buffers": {}, "_modules": {}}, marker)
+    for _ in range(length):
+        node = Persistent(hook, "Link", {"_parameters": {}, "_buffers": {}, "_modules": {"next": node}}, marker)
+    return node
+
+
+def _dump_deep(fn, *args):
+    """Pickling a 5000-deep chain recurses: do it on a thread with a large stack and a raised recursion limit."""
+    import threading
+    old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(200_000)
+    threading.stack_size(512 << 20)
+    box = {}
+    try:
+        t = threading.Thread(target=lambda: box.update(out=fn(*args)))
+        t.start()
+        t.join()
+    finally:
+        sys.setrecursionlimit(old_limit)
+        threading.stack_size(old_stack)
+    return box["out"]
+
+
+class _Call:
+    """Pickles as func(*args): how the crafted files put a call the loader allows where a value belongs."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _view_past_its_storage():
+    import warnings
+    with warnings.catch_warnings():  # a TypedStorage, as torch.save pickles a tensor's storage
+        warnings.simplefilter("ignore")
+        storage = torch.zeros(4).storage()
+    return _Call(torch._utils._rebuild_tensor_v2, (storage, 0, (1 << 20,), (1,), False, collections.OrderedDict()))
+
+
+def _storage_hiding_a_pickle(marker):
+    import io
+    buf = io.BytesIO()
+    torch.save(_Call(open, (str(marker), "w")), buf)
+    return _Call(torch.storage._load_from_bytes, (buf.getvalue(),))
+
+
+@pytest.mark.parametrize("case", ["shared dicts", "shared submodules", "view past storage", "object array",
+                                  "deep dict", "deep module chain", "unknown resolver", "storage hiding a pickle"])
+def test_crafted_snapshots_are_one_line_within_bounded_memory_and_run_nothing(tmp_path, case):
+    marker = tmp_path / "EXECUTED"
+    path = tmp_path / "network-snapshot-000001.pkl"
+    edits = {
+        "shared dicts": lambda snap, hook, m: snap["G"].meta["state"]["_init_kwargs"]["mapping_kwargs"].__setitem__(
+            "x", _shared_dicts(40)),
+        "shared submodules": lambda snap, hook, m: snap["D"].meta["state"]["_modules"].__setitem__(
+            "extra", _shared_modules(hook, m, 40)),
+        "view past storage": lambda snap, hook, m: snap["G"].meta["state"]["_buffers"].__setitem__(
+            "w_avg", _view_past_its_storage()),
+        "object array": lambda snap, hook, m: snap["vis"].__setitem__("labels", np.array([1, "a"], dtype=object)),
+        "unknown resolver": None,
+        "storage hiding a pickle": lambda snap, hook, m: snap["G"].meta["state"]["_buffers"].__setitem__(
+            "w_avg", _storage_hiding_a_pickle(marker)),
+    }
+    expected = {"shared dicts": None, "shared submodules": "does not fit the gan3d D",
+                "view past storage": "reaches past the end of its storage", "object array": "numpy array of Python objects",
+                "deep dict": "nested deeper than", "deep module chain": "nested deeper than",
+                "unknown resolver": "config key 'model.generator.tri_plane.feat_dim' holds an interpolation",
+                "storage hiding a pickle": "a tensor storage in it holds a pickle of objects"}[case]
+    if case == "deep dict":
+        _with_deep_kwargs(path, marker, 100_000)
+    elif case == "deep module chain":
+        _dump_deep(make_snapshot, path, marker, (), None, None,
+                   lambda snap, hook, m: snap["G"].meta["state"]["_modules"].__setitem__("chain", _module_chain(hook, m, 5000)))
+    elif case == "unknown resolver":
+        make_snapshot(path, marker, edit_cfg=lambda root: root.model.generator.tri_plane.__setattr__(
+            "feat_dim", "${made_up_resolver:1}"))
+    else:
+        make_snapshot(path, marker, edit_snap=edits[case])
+    res = _bounded_cli("import-checkpoint", path, tmp_path / "out")
+    if expected is None:  # read once per object: it imports, quickly
+        assert res.returncode == 0, res.stderr
+    else:
+        assert res.returncode == 2 and expected in res.stderr and path.name in res.stderr, res.stderr[-2000:]
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+        assert not (tmp_path / "out").exists()
+    assert not marker.exists()
+
+
+def _shared_modules(hook, marker, levels):
+    node = Persistent(hook, "Leaf", {"_parameters": {"w": torch.nn.Parameter(torch.zeros(2))}, "_buffers": {},
+                                     "_modules": {}}, marker)
+    for _ in range(levels):
+        node = Persistent(hook, "Pair", {"_parameters": {}, "_buffers": {}, "_modules": {"a": node, "b": node}}, marker)
+    return node
+
+
+def test_a_gan3d_checkpoint_carrying_a_pickled_call_is_one_line_and_runs_nothing(tmp_path):
+    from gan3d.storage import file_sha256
+    from gan3d.training.checkpoint import META, STATE
+    marker = tmp_path / "EXECUTED"
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.save({"model/G": _Call(open, (str(marker), "w"))}, ckpt / STATE)
+    (ckpt / "config.yaml").write_text("{}\n")
+    (ckpt / META).write_text(json.dumps({"format": "gan3d-checkpoint-v1", "state_sha256": file_sha256(ckpt / STATE),
+                                         "cur_nimg": 0, "step": 0, "tick": 0}))
+    res = _bounded_cli("render", ckpt, "--vis", "front_grid", "--out", tmp_path / "r")
+    assert res.returncode == 2 and "state.pt: holds 'io.open'" in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) == 1 and not marker.exists()

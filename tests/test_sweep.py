@@ -1,6 +1,7 @@
 """Sweeps on a real local Ray Tune: trials table, W&B group, ASHA early stopping, driver kill + resume,
 a PBT exploit, and the bad inputs that must fail before any trial starts."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -53,20 +54,23 @@ def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session,
 
 
 def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, tmp_path, capsys):
+    """Two trials whose G steps 200x too far (lr 0.5): their renders leave the data's colours at once, so their SWD is
+    clearly worse at ASHA's first rung, and ASHA stops one of them there."""
     path = write_sweep(tmp_path, "asha", max_concurrent_trials=1,
-                       space={"model.generator.render.white_back": {"grid": [True, False, False]}},
+                       space={"training.lr_g": {"grid": [0.0025, 0.5, 0.5]}},
                        scheduler={"kind": "asha", "grace_period_kimg": 0.016, "reduction_factor": 2})
     res = gan3d.sweep(str(path), ["training.kimg=0.096"])
     df = res.trials.sort_values("trial_id")
     assert len(df) == 3
-    good = df[df["config/model.generator.render.white_back"] == True]  # noqa: E712  white data, white background
-    bad = df[df["config/model.generator.render.white_back"] == False]  # noqa: E712
+    good = df[df["config/training.lr_g"] == 0.0025]
+    bad = df[df["config/training.lr_g"] == 0.5]
     assert good["kimg"].iloc[0] == pytest.approx(0.096)
     assert (bad["kimg"] < 0.096 - 1e-9).any(), df[["trial_id", "kimg", "best/swd"]]
+    assert good["best/swd"].iloc[0] < bad["best/swd"].min(), df[["trial_id", "kimg", "best/swd"]]
     # the console: one start line and one end line per trial, saying which the scheduler stopped
     out = capsys.readouterr().out
     for tid in df["trial_id"]:
-        assert out.count(f"gan3d: trial {tid} started: white_back=") == 1, out[-2000:]
+        assert out.count(f"gan3d: trial {tid} started: lr_g=") == 1, out[-2000:]
         assert out.count(f"gan3d: trial {tid} finished at kimg") + out.count(f"gan3d: trial {tid} stopped by") == 1
     assert "stopped by the scheduler" in out and "finished at kimg 0.096" in out
 
@@ -85,7 +89,7 @@ def test_sweep_state_writable_by_others_is_not_restored(tmp_path):
         check_trusted_state(tmp_path)
 
 
-def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
+def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path, capsys):
     path = write_sweep(tmp_path, "resume", max_concurrent_trials=1, space={"training.gamma": {"grid": [0.05, 0.1]}})
     address = ray_session.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-m", "gan3d.cli", "sweep", str(path), "training.kimg=0.128",
@@ -107,16 +111,33 @@ def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_sessi
     assert finished is not None, "never saw one trial finished and another checkpointed"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    finished_metrics = read_metrics(sweep_dir / "runs" / finished["trial_id"])
+    finished_dir = sweep_dir / "runs" / finished["trial_id"]
+    finished_metrics = read_metrics(finished_dir)
+    finished_wandb = sorted((finished_dir / "wandb").glob("*run-*"))
     interrupted_dir = sweep_dir / "runs" / running_ckpt["trial_id"]
-    time.sleep(2)
+    capsys.readouterr()
     res = gan3d.sweep(str(path), ["training.kimg=0.128"], resume=True)
     df = res.trials
     assert len(df) == 2 and (df["status"] == "TERMINATED").all()
-    assert len(read_metrics(sweep_dir / "runs" / finished["trial_id"])) == len(finished_metrics)  # not rerun
+    assert len(read_metrics(finished_dir)) == len(finished_metrics)  # not rerun
+    assert sorted((finished_dir / "wandb").glob("*run-*")) == finished_wandb  # no empty W&B run either
+    out = capsys.readouterr().out
+    assert "stopped by the scheduler at kimg 0.000" not in out, out[-3000:]
+    assert df.set_index("trial_id").loc[finished["trial_id"], "kimg"] == pytest.approx(0.128)
     m = read_metrics(interrupted_dir)
     assert m["kimg"].max() == pytest.approx(0.128) and list(m["kimg"]) == sorted(m["kimg"])
     assert m["kimg"].min() < 0.032 + 1e-9  # the rows before the kill are kept: it continued, not restarted
+
+
+def test_a_second_sweep_driver_on_the_same_sweep_dir_is_refused(tmp_path):
+    from gan3d.orchestrate.lock import hold
+    path = write_sweep(tmp_path, "busy", space={"training.gamma": {"grid": [0.1]}})
+    (tmp_path / "busy").mkdir()
+    with hold(tmp_path / "busy", "sweep"):  # another driver (an open lock of its own, as another process has)
+        res = subprocess.run([sys.executable, "-m", "gan3d.cli", "sweep", str(path)], capture_output=True, text=True,
+                             timeout=120)
+    assert res.returncode == 2 and "sweep directory is in use by another gan3d driver (pid " in res.stderr, res.stderr
+    assert f"pid {os.getpid()} on " in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_pbt_exploit_continues_from_another_trials_checkpoint(ray_session, tmp_path):

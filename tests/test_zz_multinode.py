@@ -108,6 +108,10 @@ def cluster():
     c = LoopbackCluster()
     try:
         c.start_head(num_cpus=2)
+        # a job submitted the moment the head is up, before its job agent is (Ray: "No available agent to submit job")
+        c.first_job = subprocess.run([sys.executable, "-m", "gan3d.cli", "submit", "--address",
+                                      f"http://127.0.0.1:{c.dashboard}", "--", sys.executable, "-c", "print('ran')"],
+                                     env=c.env, capture_output=True, text=True, timeout=300)
         # a joining raylet gets 30 s (hard-coded in Ray) to register with the GCS: on a loaded 2-core machine, right
         # after the session's own Ray went down, that failed once (CI, "node timed out during startup"); so let the
         # head answer a driver first
@@ -123,6 +127,12 @@ def cluster():
         yield c
     finally:
         c.stop()
+
+
+def test_a_job_submitted_as_the_head_starts_waits_for_its_agent(cluster):
+    res = cluster.first_job
+    assert res.returncode == 0 and "ran" in res.stdout and ": SUCCEEDED" in res.stdout, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def _placements(run_dir: Path) -> list[dict]:

@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 from gan3d.errors import Gan3dError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60.0  # a head that just started has no job agent for a while: submissions are retried this long
+NO_AGENT = "No available agent to submit job"
 
 
 def _client(address: str):
@@ -41,11 +43,30 @@ def submit(address: str, entrypoint: Sequence[str], working_dir: Optional[str] =
     if pip:
         runtime_env["pip"] = list(pip)
     client = _client(address)
-    job_id = client.submit_job(entrypoint=shlex.join(entrypoint), runtime_env=runtime_env or None)
+    job_id = _submit_when_ready(client, address, shlex.join(entrypoint), runtime_env or None)
     print(f"gan3d: submitted job {job_id} to {address}", file=out, flush=True)
     if not wait:
         return job_id, str(client.get_job_status(job_id))
     return job_id, follow(client, job_id, out, poll_s)
+
+
+def _submit_when_ready(client, address: str, entrypoint: str, runtime_env: Optional[dict],
+                       wait_s: float = AGENT_WAIT_S) -> str:
+    """submit_job, retried while the head's job agent is still coming up (Ray answers NO_AGENT then), for at most
+    `wait_s`; any other refusal, or the wait running out, is one line."""
+    from gan3d.errors import first_line
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except Exception as e:  # the client raises RuntimeError with the server's text, and connection errors
+            if NO_AGENT not in str(e):
+                raise Gan3dError(f"--address {address}: the job was not accepted ({first_line(e)})") from None
+            if time.monotonic() > deadline:
+                raise Gan3dError(f"--address {address}: the cluster's head has no job agent after {wait_s:g} s "
+                                 f"('{NO_AGENT}'); check `ray status` on the head, then resubmit") from None
+        time.sleep(1.0)
 
 
 def follow(client, job_id: str, out=sys.stdout, poll_s: float = 1.0) -> str:

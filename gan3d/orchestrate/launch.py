@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
-from gan3d.errors import ConfigError, Gan3dError
-from gan3d.orchestrate import leftovers
+from gan3d.errors import ConfigError, Gan3dError, no_space
+from gan3d.orchestrate import leftovers, lock
 from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
 from gan3d.track.store import MetricsStore
 from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
@@ -269,6 +270,12 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     out_dir = Path((storage if not uri and storage else cfg.run.out).removeprefix("file://")).expanduser().resolve()
     run_dir = out_dir / cfg.run.name  # with a URI: the local working dir; the run lives at the URI
     run_dir.mkdir(parents=True, exist_ok=True)
+    with lock.hold(run_dir, "run"):  # one driver per run: a second is refused, naming the first
+        return _train(cfg, storage, uri, out_dir, run_dir, address, verbose, header)
+
+
+def _train(cfg: ExperimentConfig, storage: str, uri: Optional[str], out_dir: Path, run_dir: Path,
+           address: Optional[str], verbose: bool, header: bool) -> RunResult:
     if address:  # an unreachable cluster is said before anything is made
         check_reachable(address, cfg.run.connect_timeout_s)
     dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
@@ -288,8 +295,13 @@ def train(cfg: ExperimentConfig, workers: Optional[int] = None, gpus_per_worker:
     trainer = make_trainer(cfg, storage if uri else out_dir, dataset, local_dir=run_dir, verbose=verbose)
     previous = _install_stop_handlers(stop_flag)
     try:
-        result = trainer.fit()
+        result = fit_keeping_signals(trainer)
         fatal = _fatal_error(stop_flag)
+    except Exception as e:  # Ray Train's controller writes into the run dir too: a full disk there is not retried
+        if no_space(e) is None:
+            raise
+        from gan3d.training.checkpoint import storage_full
+        raise storage_full(e, None, run_dir if not uri else None) from None
     finally:
         _restore_handlers(previous)
         ray.kill(stop_flag)
@@ -375,6 +387,28 @@ def _fatal_error(stop_flag):
         return ray.get(stop_flag.error.remote(), timeout=30)
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return None
+
+
+def fit_keeping_signals(trainer):
+    """trainer.fit() on a helper thread, the main thread waiting. On the main thread Ray Train installs its own
+    SIGINT handler over gan3d's (data_parallel_trainer._register_sigint_handler), which aborts the run without a
+    checkpoint, so a Ctrl-C never reached gan3d; off the main thread Ray installs none (as inside Tune), and gan3d's
+    handlers stay: the first Ctrl-C or SIGTERM lets the workers finish the step and checkpoint."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # re-raised on the main thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name="gan3d-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)  # short waits: the main thread runs signal handlers between them
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _install_stop_handlers(stop_flag):

@@ -29,7 +29,7 @@ from ray import tune
 
 from gan3d import config as config_mod
 from gan3d.errors import Gan3dError
-from gan3d.orchestrate import sweep_spec
+from gan3d.orchestrate import lock, sweep_spec
 from gan3d.orchestrate.sweep_spec import Sweep, load_sweep
 from gan3d.storage import RunMirror, cache_root, download, is_uri, join, upload, with_scheme
 from gan3d.track.store import write_rows
@@ -111,6 +111,11 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
     if resume_from is not None:
         values["training.resume"] = str(resume_from)
     cfg = config_mod.set_values(config_mod.from_dict(base), {**values, "run.name": run_name})
+    finished = _finished_row(sweep_dir / "runs" / run_name, join(uri, "runs", run_name) if uri else None,
+                             cfg.training.kimg) if resume_from is None else None
+    if finished is not None:  # a driver killed after this trial finished, before Tune recorded it: say so again
+        tune.report({**finished, "run_name": run_name})
+        return
 
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = make_trainer(cfg, join(uri, "runs") if uri else sweep_dir / "runs", dataset,
@@ -149,6 +154,20 @@ def run_trial(params: dict, base: dict, sweep_dir: str, dataset: str, metric: st
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
+
+
+def _finished_row(run_dir: Path, uri: Optional[str], kimg: float) -> Optional[dict]:
+    """The last tick row of a trial's run that already reached `kimg` (numbers only), else None."""
+    from gan3d.track.store import FILE
+
+    if uri:
+        RunMirror(run_dir, uri).pull([FILE])
+    if not (run_dir / FILE).is_file():
+        return None
+    rows = pq.read_table(run_dir / FILE).to_pylist()
+    if not rows or rows[-1].get("kimg", 0) < kimg - 1e-9:
+        return None
+    return {k: v for k, v in rows[-1].items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
 
 
 class TrialsTable(tune.Callback):
@@ -261,10 +280,6 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
           verbose: bool = False) -> SweepResult:
     """Run (or continue) a sweep; `spec` is a parsed Sweep or a sweep YAML path. `verbose` shows Tune's own
     tables and every trial's tick lines besides gan3d's trial table."""
-    import ray
-
-    from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset, share_local_dataset
-
     if not isinstance(spec, Sweep):
         spec = load_sweep(spec, overrides)
     s, base, metric = spec.settings, spec.base, spec.metric
@@ -272,6 +287,17 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     out = s.out if uri else Path(s.out).expanduser().resolve()
     sweep_dir = _local_dir(uri) if uri else out / s.name  # with a URI: this machine's working copy
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    with lock.hold(sweep_dir, "sweep"):  # one driver per sweep: a second is refused, naming the first
+        return _sweep(spec, sweep_dir, out, uri, address, resume, verbose)
+
+
+def _sweep(spec: Sweep, sweep_dir: Path, out, uri: Optional[str], address: Optional[str], resume: bool,
+           verbose: bool) -> SweepResult:
+    import ray
+
+    from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset, share_local_dataset
+
+    s, base, metric = spec.settings, spec.base, spec.metric
     r = s.resources
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})

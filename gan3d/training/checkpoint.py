@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import torch
 
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
-from gan3d.errors import CheckpointError
+from gan3d.errors import NO_SPACE, CheckpointError, StorageFull, first_line, no_space
 from gan3d.storage import file_sha256
 
 STATE, CONFIG, META = "state.pt", "config.yaml", "meta.json"
@@ -93,8 +95,14 @@ def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
         raise CheckpointError(f"{path / STATE}: damaged (its checksum differs from the one written with it)")
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's refusal is many lines long: name what it refused
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"'{refused.group(1)}'" if refused else "an object that is not tensors"
+        raise CheckpointError(f"{path / STATE}: holds {what}; a gan3d checkpoint holds tensors only "
+                              f"(nothing from the file was run)") from None
     except Exception as e:
-        raise CheckpointError(f"{path / STATE}: cannot be loaded as tensors ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path / STATE}: cannot be loaded as tensors ({type(e).__name__}: "
+                              f"{first_line(e)})") from None
     cfg = config_mod.load_config(path / CONFIG)
     counters = Counters(meta["cur_nimg"], meta["step"], meta["tick"], meta.get("epoch", 0))
     return LoadedCheckpoint(path, cfg, state, counters, meta.get("metrics", {}))
@@ -150,6 +158,36 @@ def load_modules(ckpt: LoadedCheckpoint, modules: dict[str, torch.nn.Module],
     for k, o in (optimizers or {}).items():
         if f"optim/{k}" in ckpt.state:  # an imported reference snapshot has none: Adam starts fresh
             o.load_state_dict(ckpt.state[f"optim/{k}"])
+
+
+def storage_full(e: BaseException, written: Optional[Path], run_dir: Optional[Path]) -> StorageFull:
+    """The one line for a checkpoint a full (over-quota, read-only) filesystem refused: which path, how much it
+    needed, what is free there. What was partly written is removed: the temporary copy and, in a local `run_dir`,
+    any checkpoint directory that is not whole (a rerun resumes from the last whole one)."""
+    err = no_space(e)
+    where = Path(getattr(err, "filename", None) or (run_dir or written or "."))
+    size = sum(f.stat().st_size for f in written.rglob("*") if f.is_file()) if written and written.exists() else 0
+    probe = next((p for p in [where, *where.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free
+    removed = []
+    for ckpt in list_candidates(run_dir) if run_dir is not None else []:
+        try:
+            read_checkpoint(ckpt)
+        except CheckpointError:
+            shutil.rmtree(ckpt, ignore_errors=True)
+            removed.append(ckpt.name)
+    why = next((text for code, text in NO_SPACE.items() if err.errno == code or os.strerror(code) in str(err)),
+               "no space left")
+    return StorageFull(f"{where}: cannot write a checkpoint there: {why} (the checkpoint needs "
+                       f"{size / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free on that filesystem); free space or set "
+                       f"run.out / run.storage_path elsewhere, then rerun to resume from the last checkpoint"
+                       + (f" (removed the partial {', '.join(removed)})" if removed else ""))
+
+
+def list_candidates(run_dir: Path) -> list[Path]:
+    """Every checkpoint-like directory of a run, whole or not."""
+    return sorted(p for pattern in ("checkpoint_*", "checkpoints/checkpoint_*") for p in Path(run_dir).glob(pattern)
+                  if p.is_dir())
 
 
 def capture_rng(np_rng: np.random.Generator) -> dict:
@@ -226,7 +264,15 @@ def import_reference(source: str | Path, out_dir: str | Path, preset: Optional[s
     from gan3d.training import snapshot
     from gan3d.training.augment import AugmentPipe
 
-    source = Path(source)
+    source, out_dir = Path(source), Path(out_dir)
+    if source.is_dir():
+        raise CheckpointError(f"{source}: a directory; import-checkpoint takes a reference snapshot "
+                              f"(network-snapshot-*.pkl) or a state dict (.pt/.pth); a gan3d checkpoint needs no import")
+    if source.exists() and source.suffix not in IMPORTABLE:
+        raise CheckpointError(f"{source}: not a reference snapshot (.pkl) or state dict (.pt/.pth)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / META).is_file():
+        raise CheckpointError(f"{out_dir}: exists and is not a gan3d checkpoint; expected a new directory (an earlier "
+                              f"import there would be replaced)")
     conv = (snapshot.convert_snapshot(source, preset) if source.suffix == ".pkl"
             else snapshot.convert_state_dict(source, preset))
     modules: dict[str, torch.nn.Module] = {}

@@ -23,9 +23,9 @@ from gan3d.nn import build_discriminator, build_generator, prepare_for_training
 from gan3d.training import schedules
 from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AdaStatistic, AugmentPipe
-from gan3d.errors import CheckpointError
+from gan3d.errors import CheckpointError, no_space
 from gan3d.training.checkpoint import (Counters, capture_rng, load_modules, newest_valid, read_checkpoint, restore_rng,
-                                      stray_checkpoints, write_checkpoint)
+                                      storage_full, stray_checkpoints, write_checkpoint)
 from gan3d.training.health import HealthMonitor
 from gan3d.draws import RandomDraws
 from gan3d.training.phases import Batch, GanParts, PosePool, Progress, make_optimizers, make_phases, training_step
@@ -167,6 +167,9 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     else:
         print0("gan3d: new run")
 
+    if counters.cur_nimg >= t.kimg * 1000:  # a rerun of a finished run has nothing left to do (and logs nothing)
+        return {"kimg": counters.kimg, "stop_reason": "done", **last_metrics}
+
     # Logging (rank 0 only).
     cfg_dict = config_mod.to_dict(cfg)
     metric_names = list(cfg.metrics.metrics)
@@ -193,11 +196,7 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     if latest is not None and main in latest.metrics:
         health.best_swd = latest.metrics.get("swd", math.inf)
 
-    # Main loop (a rerun of a finished run has nothing left to do).
-    if counters.cur_nimg >= t.kimg * 1000:
-        bar.close()
-        wandb.finish()
-        return {"kimg": counters.kimg, "stop_reason": "done", **last_metrics}
+    # Main loop.
     dataset_size = max(len(dataset), 1)
     batches = real_batches(dataset, batch_per_worker, rank, world, t.seed, num_workers=0,
                            start_epoch=counters.epoch)
@@ -207,103 +206,114 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     ada = AdaStatistic()
     row: dict = {}
     reason = None
-    while True:
-        # Fetch reals: uint8 -> [-1, 1], labels one-hot, split into micro-batches.
-        images, angles, labels = next(batches)
-        images = images.to(device).float() / 127.5 - 1
-        onehot = (torch.nn.functional.one_hot(labels, c_dim).float() if c_dim else torch.zeros(len(labels), 0)).to(device)
-        micro = [Batch(i, a, c) for i, a, c in zip(images.split(batch_gpu), angles.to(device).split(batch_gpu),
-                                                   onehot.split(batch_gpu))][:num_accum]
+    try:
+        while True:
+            # Fetch reals: uint8 -> [-1, 1], labels one-hot, split into micro-batches.
+            images, angles, labels = next(batches)
+            images = images.to(device).float() / 127.5 - 1
+            onehot = (torch.nn.functional.one_hot(labels, c_dim).float() if c_dim else torch.zeros(len(labels), 0)).to(device)
+            micro = [Batch(i, a, c) for i, a, c in zip(images.split(batch_gpu), angles.to(device).split(batch_gpu),
+                                                       onehot.split(batch_gpu))][:num_accum]
 
-        # GAN phases and G_ema.
-        step_stats = training_step(parts, phases, optimizers, micro, Progress(counters.cur_nimg, counters.step))
-        for stats in step_stats.values():
-            for k, v in stats.items():  # stays on the device until the tick
-                sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
-        ada.observe(step_stats)
+            # GAN phases and G_ema.
+            step_stats = training_step(parts, phases, optimizers, micro, Progress(counters.cur_nimg, counters.step))
+            for stats in step_stats.values():
+                for k, v in stats.items():  # stays on the device until the tick
+                    sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+            ada.observe(step_stats)
 
-        # The ADA probability: r_t = E[sign(D(real))] over the last interval moves p by the images of that interval.
-        if t.augment.kind == "ada" and (counters.step + 1) % t.augment.interval == 0:
-            r = ada.take()
-            if r is not None:
-                augment.update(_all_mean({"r": r}, world, device)["r"], t.batch * t.augment.interval)
+            # The ADA probability: r_t = E[sign(D(real))] over the last interval moves p by the images of that interval.
+            if t.augment.kind == "ada" and (counters.step + 1) % t.augment.interval == 0:
+                r = ada.take()
+                if r is not None:
+                    augment.update(_all_mean({"r": r}, world, device)["r"], t.batch * t.augment.interval)
 
-        # Counters and the stop/tick decisions (identical on every rank).
-        counters.cur_nimg += t.batch
-        counters.step += 1
-        counters.epoch = counters.cur_nimg // dataset_size
-        bar.update(t.batch)
-        done = counters.cur_nimg >= t.kimg * 1000
-        tick_due = counters.cur_nimg >= tick_start_nimg + t.tick_kimg * 1000
-        stop = (done or tick_due or counters.step % STOP_POLL_STEPS == 0) and session.should_stop()
-        if not (done or stop or tick_due):
-            continue
+            # Counters and the stop/tick decisions (identical on every rank).
+            counters.cur_nimg += t.batch
+            counters.step += 1
+            counters.epoch = counters.cur_nimg // dataset_size
+            bar.update(t.batch)
+            done = counters.cur_nimg >= t.kimg * 1000
+            tick_due = counters.cur_nimg >= tick_start_nimg + t.tick_kimg * 1000
+            stop = (done or tick_due or counters.step % STOP_POLL_STEPS == 0) and session.should_stop()
+            if not (done or stop or tick_due):
+                continue
 
-        # Tick statistics.
-        now = time.time()
-        means = _all_mean({k: v / counts[k] for k, v in sums.items()}, world, device)
-        counters.tick += 1
-        peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-        kimg = counters.kimg
-        row = {"kimg": kimg, "tick": counters.tick, "step": counters.step, **means,
-               "sec_per_kimg": (now - tick_start_time) / max((counters.cur_nimg - tick_start_nimg) / 1000, 1e-9),
-               "augment_p": float(augment.p), "patch_beta": schedules.patch_beta(kimg, t.patch),
-               "patch_min_scale": schedules.patch_min_scale(kimg, t.patch),
-               "blur_sigma": schedules.blur_sigma(counters.cur_nimg, t.blur_sigma, t.blur_fade_kimg),
-               "density_noise": schedules.density_noise(kimg, cfg.model.generator.render.density_noise_std,
-                                                        cfg.model.generator.render.density_noise_kimg, counters.step),
-               "peak_mem_gb": peak}
-        sums, counts = {}, {}
+            # Tick statistics.
+            now = time.time()
+            means = _all_mean({k: v / counts[k] for k, v in sums.items()}, world, device)
+            counters.tick += 1
+            peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+            kimg = counters.kimg
+            row = {"kimg": kimg, "tick": counters.tick, "step": counters.step, **means,
+                   "sec_per_kimg": (now - tick_start_time) / max((counters.cur_nimg - tick_start_nimg) / 1000, 1e-9),
+                   "augment_p": float(augment.p), "patch_beta": schedules.patch_beta(kimg, t.patch),
+                   "patch_min_scale": schedules.patch_min_scale(kimg, t.patch),
+                   "blur_sigma": schedules.blur_sigma(counters.cur_nimg, t.blur_sigma, t.blur_fade_kimg),
+                   "density_noise": schedules.density_noise(kimg, cfg.model.generator.render.density_noise_std,
+                                                            cfg.model.generator.render.density_noise_kimg, counters.step),
+                   "peak_mem_gb": peak}
+            sums, counts = {}, {}
 
-        # Metrics, samples and health (rank 0).
-        snapshot = done or stop or _crossed(tick_start_nimg, counters.cur_nimg, t.snap_kimg)
-        if rank == 0:
-            first_snapshot_unranked = snapshot and main is not None and main not in last_metrics
-            if metric_names and (done or first_snapshot_unranked
-                                 or _crossed(tick_start_nimg, counters.cur_nimg, t.metric_kimg)):
-                values, protocols = evaluate(G_ema, dataset, cfg, metric_names, device, seed=t.seed,
-                                             dataset_id=dataset_path)
-                last_metrics.update(values)
-                row.update(values)
-                row["metric_protocols"] = str(protocols)
-            if done or _crossed(tick_start_nimg, counters.cur_nimg, t.image_kimg):
-                _log_media(G_ema, grid_z, grid_c, grid_angles, video_angles, run_dir, kimg, wandb)
-            reason = health.check(row)
-            if reason:
-                print0(f"gan3d WARNING: training looks diverged: {reason}")
-                wandb.alert("gan3d: training diverged", reason)
-        diverged = _all_mean({"d": float(reason is not None)}, world, device)["d"] > 0
-        row["diverged"] = float(diverged)
-        halt = diverged and t.stop_on_divergence
-        row["stop_reason"] = "done" if done else "user" if stop else "diverged" if halt else ""
+            # Metrics, samples and health (rank 0).
+            snapshot = done or stop or _crossed(tick_start_nimg, counters.cur_nimg, t.snap_kimg)
+            if rank == 0:
+                first_snapshot_unranked = snapshot and main is not None and main not in last_metrics
+                if metric_names and (done or first_snapshot_unranked
+                                     or _crossed(tick_start_nimg, counters.cur_nimg, t.metric_kimg)):
+                    values, protocols = evaluate(G_ema, dataset, cfg, metric_names, device, seed=t.seed,
+                                                 dataset_id=dataset_path)
+                    last_metrics.update(values)
+                    row.update(values)
+                    row["metric_protocols"] = str(protocols)
+                if done or _crossed(tick_start_nimg, counters.cur_nimg, t.image_kimg):
+                    _log_media(G_ema, grid_z, grid_c, grid_angles, video_angles, run_dir, kimg, wandb)
+                reason = health.check(row)
+                if reason:
+                    print0(f"gan3d WARNING: training looks diverged: {reason}")
+                    wandb.alert("gan3d: training diverged", reason)
+            diverged = _all_mean({"d": float(reason is not None)}, world, device)["d"] > 0
+            row["diverged"] = float(diverged)
+            halt = diverged and t.stop_on_divergence
+            row["stop_reason"] = "done" if done else "user" if stop else "diverged" if halt else ""
 
-        # Checkpoint and report (every rank reports; rank 0 with the checkpoint).
-        ckpt_root = ckpt_dir = None
-        if rank == 0 and (snapshot or halt):
-            ckpt_root = checkpoint_tmpdir()
-            ckpt_dir = write_checkpoint(ckpt_root / "ckpt", cfg, modules, optimizers, counters,
-                                        capture_rng(np_rng), last_metrics, dataset_path)
-            row["checkpoint"] = 1.0
-        numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) or k == "stop_reason"}
-        reported = dict(numeric)
-        if ckpt_dir is not None and main in last_metrics:
-            reported.setdefault(main, last_metrics[main])  # Train ranks checkpoints by it; not a fresh value
-        session.report(reported, ckpt_dir)
-        if ckpt_root is not None:
-            shutil.rmtree(ckpt_root, ignore_errors=True)  # the session has persisted (or moved) its copy
-        store.append(row)
-        wandb.log({k: v for k, v in numeric.items() if k != "stop_reason"})
-        eta = row["sec_per_kimg"] * max(t.kimg - kimg, 0)
-        shown = ("kimg", "loss_G", "loss_D_real", "loss_D_fake", "r1_penalty", "sec_per_kimg", "augment_p", "swd")
-        shown += (main,) if main and main not in shown else ()
-        print0(f"tick {counters.tick} eta {eta / 60:.1f}min " + " ".join(
-            f"{k} {numeric[k]:.4g}" for k in shown if k in numeric))
-        mirror.push()
-        tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
-        if done or stop or halt:
-            break
+            # Checkpoint and report (every rank reports; rank 0 with the checkpoint). A full disk is not retried.
+            ckpt_root = ckpt_dir = None
+            numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) or k == "stop_reason"}
+            try:
+                if rank == 0 and (snapshot or halt):
+                    ckpt_root = checkpoint_tmpdir()
+                    ckpt_dir = write_checkpoint(ckpt_root / "ckpt", cfg, modules, optimizers, counters,
+                                                capture_rng(np_rng), last_metrics, dataset_path)
+                    numeric["checkpoint"] = row["checkpoint"] = 1.0
+                reported = dict(numeric)
+                if ckpt_dir is not None and main in last_metrics:
+                    reported.setdefault(main, last_metrics[main])  # Train ranks checkpoints by it; not a fresh value
+                session.report(reported, ckpt_dir)
+            except Exception as e:
+                if no_space(e) is None:
+                    raise
+                raise storage_full(e, ckpt_root, run_dir if storage_uri is None else None) from None
+            finally:
+                if ckpt_root is not None:
+                    shutil.rmtree(ckpt_root, ignore_errors=True)  # the session has persisted (or moved) its copy
+            store.append(row)
+            wandb.log({k: v for k, v in numeric.items() if k != "stop_reason"})
+            eta = row["sec_per_kimg"] * max(t.kimg - kimg, 0)
+            shown = ("kimg", "loss_G", "loss_D_real", "loss_D_fake", "r1_penalty", "sec_per_kimg", "augment_p", "swd")
+            shown += (main,) if main and main not in shown else ()
+            print0(f"tick {counters.tick} eta {eta / 60:.1f}min " + " ".join(
+                f"{k} {numeric[k]:.4g}" for k in shown if k in numeric))
+            mirror.push()
+            tick_start_nimg, tick_start_time = counters.cur_nimg, time.time()
+            if done or stop or halt:
+                break
 
+    except BaseException:  # bad data, a full disk, Ctrl-C: the W&B run and the progress bar end too
+        bar.close()
+        wandb.finish(exit_code=1)
+        raise
     # Done.
     bar.close()
     wandb.finish(exit_code=0 if row.get("stop_reason") == "done" else 1)

@@ -13,6 +13,11 @@ hook, which is intercepted: it keeps the pickled state (parameters, buffers, ini
 never compiles the source. torch.nn container modules are kept as data too. Any other global is refused, naming it
 and the file. Configs are read as data: a reference to another key of the same config (`${dataset}`) is followed,
 any other interpolation is an error naming its key.
+
+Work is bounded by the file, whatever it holds: every tensor view is checked against its storage (a view past the
+end would make torch grow the storage with uninitialised memory), numpy arrays of Python objects are refused, the
+snapshot's trees are walked once per object (shared references count once, so a file of shared dicts cannot
+expand exponentially), to a limited depth, and within a budget of objects proportional to the file's size.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import io
 import math
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -29,9 +35,11 @@ import torch
 
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
-from gan3d.errors import CheckpointError
+from gan3d.errors import CheckpointError, first_line
 
 PERSISTENCE_MODULES = ("torch_utils.persistence", "src.torch_utils.persistence")
+MAX_DEPTH = 64  # nesting of modules / config nodes a snapshot may have (the reference's: about 8)
+OBJECTS_PER_KB = 32  # objects walked per KiB of file, plus a floor: far more than any real snapshot needs
 EASYDICT_MODULES = ("dnnlib", "dnnlib.util", "src.dnnlib", "src.dnnlib.util")  # StyleGAN2-ADA's and EpiGRAF's
 OPTIMIZERS = ("Adam", "AdamW", "SGD", "RMSprop")
 
@@ -71,9 +79,46 @@ class ModuleState:
         self.state = state if isinstance(state, dict) else {}
 
 
+class Refused(Exception):
+    """Raised while unpickling; read_snapshot names the file."""
+
+
 def _load_storage(data: bytes):
     """torch.storage._load_from_bytes, but tensors-only: the blob is a torch.save of one storage."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise Refused("a tensor storage in it holds a pickle of objects, not tensors") from None
+
+
+def _elements(storage) -> int:
+    if isinstance(storage, torch.UntypedStorage):
+        return storage.nbytes()
+    with warnings.catch_warnings():  # torch.load's own storages are TypedStorages, whose accessors warn
+        warnings.simplefilter("ignore")
+        return storage.size()
+
+
+def _rebuild_tensor(storage, offset, size, stride, *args):
+    """torch._utils._rebuild_tensor_v2 for views that lie inside their storage (else torch would grow it)."""
+    size, stride = tuple(size), tuple(stride)
+    if (not isinstance(offset, int) or offset < 0 or len(size) != len(stride) or any(s < 0 for s in size)
+            or any(s < 0 for s in stride)):
+        raise Refused(f"a tensor view with offset {offset}, size {size}, stride {stride} is malformed")
+    if 0 not in size and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= _elements(storage):
+        raise Refused(f"a tensor view (offset {offset}, size {size}, stride {stride}) reaches past the end of its "
+                      f"storage of {_elements(storage)} elements")
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, *args)
+
+
+def _dtype(obj, align=False, copy=False):
+    """numpy.dtype, but never one holding Python objects (their items would be unpickled objects)."""
+    import numpy as np
+
+    d = np.dtype(obj, align, copy)
+    if d.hasobject:
+        raise Refused(f"a numpy array of Python objects (dtype {d})")
+    return d
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
@@ -88,11 +133,11 @@ def _allowed() -> dict[tuple[str, str], Any]:
         ("builtins", "int"): int, ("builtins", "float"): float, ("builtins", "str"): str, ("builtins", "bool"): bool,
         ("builtins", "bytes"): bytes, ("builtins", "complex"): complex,
         ("typing", "Any"): Any,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _load_storage,
         ("torch", "Size"): torch.Size,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "dtype"): _dtype,
         ("omegaconf.dictconfig", "DictConfig"): dictconfig.DictConfig,
         ("omegaconf.listconfig", "ListConfig"): listconfig.ListConfig,
         ("omegaconf.base", "ContainerMetadata"): base.ContainerMetadata,
@@ -149,19 +194,49 @@ def read_snapshot(path: str | Path) -> dict:
             data = SafeUnpickler(f, str(path)).load()
         except CheckpointError:
             raise
+        except Refused as e:
+            raise CheckpointError(f"{path}: refused: {e} (nothing from this file was executed)") from None
         except Exception as e:  # truncated or not a pickle at all
-            raise CheckpointError(f"{path}: not a readable snapshot ({type(e).__name__}: {str(e)[:120]})") from None
+            raise CheckpointError(f"{path}: not a readable snapshot ({type(e).__name__}: {first_line(e, 120)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict of networks (G, D, G_ema, ...), got {type(data).__name__}")
     return data
+
+
+class Walk:
+    """The budget of one snapshot's traversal: objects visited (shared ones once) and depth."""
+
+    def __init__(self, source: str, file_bytes: int):
+        self.source, self.left = source, max(100_000, file_bytes // 1024 * OBJECTS_PER_KB)
+        self._refs: dict[str, int] = {}
+
+    def references(self, key: str) -> int:
+        """How often the reference at `key` was followed (a loop keeps coming back to it)."""
+        self._refs[key] = self._refs.get(key, 0) + 1
+        return self._refs[key]
+
+    def step(self, depth: int) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise CheckpointError(f"{self.source}: holds more objects than a snapshot of its size can "
+                                  f"(nothing from this file was executed)")
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{self.source}: nested deeper than {MAX_DEPTH} levels; a snapshot's networks and "
+                                  f"configs are not (nothing from this file was executed)")
 
 
 def _state(node) -> dict:
     return node.state if isinstance(node, (PersistentState, ModuleState)) else {}
 
 
-def flatten(node, prefix: str = "") -> dict[str, torch.Tensor]:
-    """A module tree's state_dict: parameters and persistent buffers under dotted names."""
+def flatten(node, walk: Walk, prefix: str = "", depth: int = 0, seen: Optional[set] = None) -> dict[str, torch.Tensor]:
+    """A module tree's state_dict: parameters and persistent buffers under dotted names. A module reached twice
+    (shared) is listed once, under its first name."""
+    seen = set() if seen is None else seen
+    walk.step(depth)
+    if id(node) in seen:
+        return {}
+    seen.add(id(node))
     s = _state(node)
     out: dict[str, torch.Tensor] = {}
     skip = set(s.get("_non_persistent_buffers_set") or ())
@@ -173,7 +248,7 @@ def flatten(node, prefix: str = "") -> dict[str, torch.Tensor]:
             out[prefix + k] = torch.as_tensor(v).detach()
     for k, child in (s.get("_modules") or {}).items():
         if child is not None:
-            out.update(flatten(child, f"{prefix}{k}."))
+            out.update(flatten(child, walk, f"{prefix}{k}.", depth + 1, seen))
     return out
 
 
@@ -189,26 +264,82 @@ class Unresolved:
     why: str
 
 
-def _plain(value):
+def _plain(value, walk: Walk):
     """OmegaConf nodes and nested dicts -> plain Python, read as data: nothing is resolved but references to other
     keys of the node's own config (`${dataset}`, as the reference's model configs hold), which are followed;
-    anything else that interpolates becomes an Unresolved (its text is never kept)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+    anything else that interpolates becomes an Unresolved (its text is never kept). The pickled nodes' contents are
+    read directly (OmegaConf's own conversion would resolve, and walks shared nodes once per path)."""
+    from omegaconf import DictConfig, ListConfig
 
     if isinstance(value, (DictConfig, ListConfig)):
-        tree = OmegaConf.to_container(value._get_root(), resolve=False)
-        path = value._get_full_key(None) or ""
-        return _follow(_get(tree, path) if path else tree, tree, path or "<root>", 0)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+        root, path = _root_and_path(value, walk)
+        tree = _raw(root, walk, 0, {})
+        node = _get(tree, path) if path else tree
+        return _follow(node, tree, path or "<root>", 0, walk, {})
+    return _follow(_raw(value, walk, 0, {}), {}, "<kwargs>", 0, walk, {})
 
 
-def _follow(value, tree: dict, key: str, depth: int):
+def _raw(node, walk: Walk, depth: int, memo: dict):
+    """A pickled OmegaConf node (or plain containers holding some) as plain data, interpolation strings kept."""
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.nodes import ValueNode
+
+    walk.step(depth)
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, (DictConfig, ListConfig)):
+        content = node.__dict__.get("_content")
+        if not isinstance(content, (dict, list)):  # None, '???' or a whole-node interpolation string
+            return content if isinstance(content, str) else None
+        node = content
+    if isinstance(node, ValueNode):
+        return _raw(node.__dict__.get("_val"), walk, depth + 1, memo)
+    if isinstance(node, dict):
+        out: dict = {}
+        memo[id(node)] = out
+        for k, v in node.items():
+            out[k] = _raw(v, walk, depth + 1, memo)
+        return out
+    if isinstance(node, (list, tuple)):
+        out_l: list = []
+        memo[id(node)] = out_l
+        out_l.extend(_raw(v, walk, depth + 1, memo) for v in node)
+        return out_l
+    return node
+
+
+def _root_and_path(node, walk: Walk) -> tuple:
+    """The root of a pickled config node and the node's dotted key, found by walking up its parents."""
+    keys = []
+    for depth in range(MAX_DEPTH + 1):
+        walk.step(depth)
+        parent = node.__dict__.get("_parent")
+        if parent is None:
+            return node, ".".join(reversed(keys))
+        content = parent.__dict__.get("_content")
+        key = next((k for k, v in content.items() if v is node), None) if isinstance(content, dict) else None
+        if key is None:
+            return node, ".".join(reversed(keys))  # not among its parent's keys: read it as a root
+        keys.append(str(key))
+        node = parent
+    raise CheckpointError(f"{walk.source}: a config nested deeper than {MAX_DEPTH} levels")
+
+
+def _follow(value, tree: dict, key: str, depth: int, walk: Walk, memo: dict):
+    walk.step(depth)
+    if isinstance(value, (dict, list)) and id(value) in memo:
+        return memo[id(value)]
     if isinstance(value, dict):
-        return {k: _follow(v, tree, f"{key}.{k}", depth) for k, v in value.items()}
+        out: dict = {}
+        memo[id(value)] = out
+        for k, v in value.items():
+            out[k] = _follow(v, tree, f"{key}.{k}", depth + 1, walk, memo)
+        return out
     if isinstance(value, list):
-        return [_follow(v, tree, f"{key}[{i}]", depth) for i, v in enumerate(value)]
+        out_l: list = []
+        memo[id(value)] = out_l
+        out_l.extend(_follow(v, tree, f"{key}[{i}]", depth + 1, walk, memo) for i, v in enumerate(value))
+        return out_l
     if isinstance(value, str) and "${" in value:
         m = _NODE_REFERENCE.fullmatch(value)
         if m is None:
@@ -216,9 +347,9 @@ def _follow(value, tree: dict, key: str, depth: int):
         target = _get(tree, m.group(1), _MISSING)
         if target is _MISSING:
             return Unresolved(key, "refers to a key the config lacks")
-        if depth >= MAX_REFERENCES:
+        if depth >= MAX_REFERENCES + MAX_DEPTH or walk.references(key) > MAX_REFERENCES:
             return Unresolved(key, "is a loop of references")
-        return _follow(target, tree, m.group(1), depth + 1)
+        return _follow(target, tree, m.group(1), depth + 1, walk, memo)
     return value
 
 
@@ -242,7 +373,8 @@ class Conversion:
     report: list[str] = field(default_factory=list)
 
 
-def infer_config(G, D, preset: Optional[str], source: str) -> tuple[ExperimentConfig, list[str]]:
+def infer_config(G, D, preset: Optional[str], source: str, walk: Optional[Walk] = None
+                 ) -> tuple[ExperimentConfig, list[str]]:
     """The experiment config a snapshot's networks were built with (what their init kwargs and cfg say), on top
     of a preset for everything a snapshot does not record (data path, training hyper-parameters)."""
     def read(d: dict, dotted: str, default=None):
@@ -251,7 +383,8 @@ def infer_config(G, D, preset: Optional[str], source: str) -> tuple[ExperimentCo
             raise CheckpointError(f"{source}: config key '{v.key}' {v.why}")
         return v
 
-    gk, gc = _plain(_state(G).get("_init_kwargs") or {}), _plain(_state(G).get("cfg") or {})
+    walk = walk or Walk(source, 0)
+    gk, gc = _plain(_state(G).get("_init_kwargs") or {}, walk), _plain(_state(G).get("cfg") or {}, walk)
     report = []
     backbone, clamp, bg = read(gc, "backbone", "stylegan2"), read(gc, "clamp_mode", "softplus"), read(gc, "bg_model.type")
     unsupported = [(backbone != "stylegan2", f"backbone {backbone!r}"),
@@ -294,7 +427,7 @@ def infer_config(G, D, preset: Optional[str], source: str) -> tuple[ExperimentCo
     put("model.generator.render.density_noise_std", read(gc, "nerf_noise_std_init"), "cfg.nerf_noise_std_init")
     put("model.generator.render.density_noise_kimg", read(gc, "nerf_noise_kimg_growth"), "cfg.nerf_noise_kimg_growth")
     if D is not None:
-        dk, dc = _plain(_state(D).get("_init_kwargs") or {}), _plain(_state(D).get("cfg") or {})
+        dk, dc = _plain(_state(D).get("_init_kwargs") or {}, walk), _plain(_state(D).get("cfg") or {}, walk)
         patch = read(dk, "img_resolution")
         put("training.patch.resolution", patch, "D img_resolution")
         put("model.discriminator.channel_base", read(dk, "channel_base"), "D channel_base")
@@ -327,8 +460,9 @@ def convert_snapshot(path: str | Path, preset: Optional[str] = None) -> Conversi
     if missing:
         raise CheckpointError(f"{path}: no {', '.join(missing)} in this snapshot (keys: {', '.join(map(str, snap))})")
     G = snap.get("G") or snap["G_ema"]
-    cfg, report = infer_config(G, snap.get("D"), preset, str(path))
-    states = {name: flatten(snap[key]) for name, key in (("G", "G"), ("G_ema", "G_ema"), ("D", "D")) if key in snap}
+    walk = Walk(str(path), path.stat().st_size)
+    cfg, report = infer_config(G, snap.get("D"), preset, str(path), walk)
+    states = {name: flatten(snap[key], walk) for name, key in (("G", "G"), ("G_ema", "G_ema"), ("D", "D")) if key in snap}
     aug = snap.get("augment_pipe")
     p = _state(aug).get("_buffers", {}).get("p") if aug is not None else None
     optimizers = [f"{k} ({v.class_name})" for k, v in snap.items() if isinstance(v, OptimizerState)]
