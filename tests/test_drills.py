@@ -97,7 +97,8 @@ def test_a_full_disk_is_one_line_exit_2_not_retried_and_leaves_no_partial_checkp
         errors = [ln for ln in out.splitlines() if "error" in ln.lower() or "Traceback" in ln]
         assert proc.returncode == 2, out[-3000:]
         assert len(errors) == 1 and "no space left" in errors[0] and "MiB free" in errors[0], out[-3000:]
-        assert out.count("tick 1 ") == 1  # not retried: the first tick ran once
+        assert out.count("worker(s) on 1 node(s) at kimg 0.000") == 1, out[-3000:]  # one attempt: not retried
+        assert "removed the partial checkpoint_" in errors[0]
         assert _whole(small / "full")
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)

@@ -122,6 +122,13 @@ def test_covariance_is_divided_by_n_as_the_reference_does():
     assert mu.tolist() == [1.0, 2.0] and cov.tolist() == [[1.0, 2.0], [2.0, 4.0]]  # squared deviations over N = 2
 
 
+@pytest.fixture(scope="module")
+def small_zip(tmp_path_factory, smoke_cfg):
+    """8 posed images: FID's Inception runs on every real at 299 px, so keep them few."""
+    from gan3d.data import make_synthetic
+    return make_synthetic(tmp_path_factory.mktemp("fid") / "small.zip", 8, 32, smoke_cfg.dataset.camera, seed=2)
+
+
 @pytest.fixture()
 def random_detector(tmp_path, monkeypatch):
     torch.manual_seed(0)
@@ -159,46 +166,46 @@ def test_fakes_draw_random_noise_and_ray_samples_reproducibly_per_evaluation(smo
     assert (fixed.int() - a.int()).abs().max() > 2  # ... is another image: the noise and samples are random
 
 
-def test_fid_measures_every_unflipped_real_and_fakes_from_unflipped_poses(smoke_cfg, synthetic_zip, random_detector):
+def test_fid_measures_every_unflipped_real_and_fakes_from_unflipped_poses(smoke_cfg, small_zip, random_detector):
     from gan3d.data import open_dataset
     from gan3d.metrics import evaluate, protocol_line
     G = _tiny_g(smoke_cfg)
-    mirrored = open_dataset(str(synthetic_zip), 32, mirror=True)  # as training reads it
-    assert len(mirrored) == 96
+    mirrored = open_dataset(str(small_zip), 32, mirror=True)  # as training reads it
+    assert len(mirrored) == 16
     cameras = []
     G.register_forward_pre_hook(lambda m, args: cameras.append(args[2].clone()))
     values, protocols = evaluate(G, mirrored, smoke_cfg, ["fid2k_full"], num_fakes=8, dataset_id="syn")
     p = protocols["fid2k_full"]
-    assert p["num_reals"] == 48 and p["mirror"] is False and values["fid2k_full"] > 0
+    assert p["num_reals"] == 8 and p["mirror"] is False and values["fid2k_full"] > 0
     assert p["preparation"].startswith("tf1-bilinear-299") and p["covariance"] == "divided by N"
     unflipped = torch.as_tensor(mirrored.with_mirror(False).all_angles())
-    flipped = torch.as_tensor(mirrored.all_angles())[48:]
+    flipped = torch.as_tensor(mirrored.all_angles())[8:]
     used = torch.cat(cameras)
     assert len(used) == 8 and all((unflipped == c).all(1).any() for c in used)
     assert not any((flipped == c).all(1).any() for c in used)
     _, mirrored_protocols = evaluate(G, mirrored, smoke_cfg, ["fid2k_full"], num_fakes=8, dataset_id="syn",
                                      mirror=True)
-    assert mirrored_protocols["fid2k_full"]["num_reals"] == 96  # the switch, said in the protocol
+    assert mirrored_protocols["fid2k_full"]["num_reals"] == 16  # the switch, said in the protocol
     assert "NOT the reference's protocol" in protocol_line("fid2k_full", mirrored_protocols["fid2k_full"])
     assert protocol_line("fid2k_full", p).startswith("fid2k_full: the reference's protocol")
 
 
-def test_fid_on_a_parquet_dataset(smoke_cfg, synthetic_zip, random_detector, tmp_path):
+def test_fid_on_a_parquet_dataset(smoke_cfg, small_zip, random_detector, tmp_path):
     from gan3d.data import open_dataset
     from gan3d.data.convert import convert
     from gan3d.metrics import evaluate
-    convert(str(synthetic_zip), str(tmp_path / "shards"), shard_size=20)
+    convert(str(small_zip), str(tmp_path / "shards"), shard_size=3)
     ds = open_dataset(str(tmp_path / "shards"), 32, mirror=True)
-    assert len(ds) == 48
-    values, protocols = evaluate(_tiny_g(smoke_cfg), ds, smoke_cfg, ["fid2k_full", "kid2k_full"], num_fakes=8,
+    assert len(ds) == 8
+    values, protocols = evaluate(_tiny_g(smoke_cfg), ds, smoke_cfg, ["fid2k_full", "kid2k_full"], num_fakes=4,
                                  dataset_id="shards")
-    assert protocols["fid2k_full"]["num_reals"] == 48 and np.isfinite(values["fid2k_full"])
+    assert protocols["fid2k_full"]["num_reals"] == 8 and np.isfinite(values["fid2k_full"])
 
 
-def test_the_real_statistics_cache_key_carries_the_preparation(smoke_cfg, synthetic_zip, random_detector, tmp_path):
+def test_the_real_statistics_cache_key_carries_the_preparation(smoke_cfg, small_zip, random_detector, tmp_path):
     from gan3d.data import open_dataset
     from gan3d.metrics import PREPARATION, evaluate
-    evaluate(_tiny_g(smoke_cfg), open_dataset(str(synthetic_zip), 32), smoke_cfg, ["fid2k_full"], num_fakes=4,
+    evaluate(_tiny_g(smoke_cfg), open_dataset(str(small_zip), 32), smoke_cfg, ["fid2k_full"], num_fakes=4,
              dataset_id="syn")
     cached = list((tmp_path / "cache" / "stats").glob("*.npz"))
     assert len(cached) == 1

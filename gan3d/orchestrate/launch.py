@@ -311,7 +311,7 @@ def _train(cfg: ExperimentConfig, storage: str, uri: Optional[str], out_dir: Pat
         kind, message = fatal
         cls = getattr(errors, kind, Gan3dError)
         raise (cls if isinstance(cls, type) and issubclass(cls, Gan3dError) else Gan3dError)(message)
-    return _run_result(result, uri or run_dir, ranking_metric(cfg))
+    return _run_result(result, uri or run_dir, ranking_metric(cfg), cfg.training.kimg)
 
 
 def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> list[str]:
@@ -441,7 +441,7 @@ def _checkpoint_path(ckpt, run_dir: Path | str) -> Path | str:
     return with_scheme(ckpt.path, run_dir) if isinstance(run_dir, str) else Path(ckpt.path)
 
 
-def _run_result(result, run_dir: Path | str, metric: Optional[str]) -> RunResult:
+def _run_result(result, run_dir: Path | str, metric: Optional[str], target_kimg: float) -> RunResult:
     from gan3d.training.checkpoint import read_checkpoint
 
     latest = _checkpoint_path(result.checkpoint, run_dir) if result.checkpoint is not None else None
@@ -456,6 +456,8 @@ def _run_result(result, run_dir: Path | str, metric: Optional[str]) -> RunResult
     if best is None and latest is not None:
         best = latest
         best_value = metrics.get(metric) if metric else None
-    return RunResult(run_dir=run_dir, kimg=float(metrics.get("kimg", 0.0)),
-                     stop_reason=str(metrics.get("stop_reason", "")), metric=metric, best_metric=best_value,
+    kimg = float(metrics.get("kimg", 0.0))
+    # a rerun at or past the target has nothing to train: done, whatever stopped the attempt Train remembers
+    stop_reason = "done" if kimg >= target_kimg - 1e-9 else str(metrics.get("stop_reason", ""))
+    return RunResult(run_dir=run_dir, kimg=kimg, stop_reason=stop_reason, metric=metric, best_metric=best_value,
                      best_checkpoint=best, latest_checkpoint=latest, metrics=metrics)

@@ -52,7 +52,8 @@ def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict
     state = {f"model/{k}": m.state_dict() for k, m in modules.items()}
     state.update({f"optim/{k}": o.state_dict() for k, o in optimizers.items()})
     state["rng"] = rng_state
-    torch.save(state, tmp / STATE)
+    with open(tmp / STATE, "wb") as f:  # through Python's file: a full disk is an OSError with its errno, not
+        torch.save(state, f)            # torch's C++ stream's RuntimeError
     (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
     meta = {"format": FORMAT, "state_sha256": file_sha256(tmp / STATE),
             "cur_nimg": counters.cur_nimg, "step": counters.step, "tick": counters.tick,
