@@ -106,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="image grids, videos, interpolations, density slices and meshes")
     p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its best checkpoint)")
     p.add_argument("--vis", default="front_grid", help="front_grid | video | video_grid | interp | density | geometry")
-    p.add_argument("--camera", default="front_circle", help="front_circle | points | line | wiggle")
+    p.add_argument("--camera", default="auto", help="auto | front_circle | orbit | points | line | wiggle, around the "
+                   "views the model trained on (auto: a full orbit when they go all around the object, else "
+                   "front_circle)")
+    p.add_argument("--class", dest="class_index", type=at_least(0), default=0,
+                   help="the class to render (a conditional model)")
     p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,4,9")
     p.add_argument("--truncation-psi", type=float, default=0.7)
     p.add_argument("--resolution", type=int, help="render resolution (default: the training resolution)")
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=at_least(1), default=30)
     p.add_argument("--grid-resolution", type=at_least(2), default=128, help="density grid size (density, geometry)")
     p.add_argument("--cube-size", type=float, help="side of the density cube in world units (default 2 x cube_scale)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory (default: renders/ beside the checkpoint)")
 
     p = sub.add_parser("invert", help="photos -> latent, camera and (PTI) a tuned generator; novel views and meshes")
     p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its best checkpoint)")
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--camera", help="YAW,PITCH in radians, gan3d's convention (default: fitted)")
     cam.add_argument("--poses", help="a dataset.json whose camera_angles name the images")
     p.add_argument("--fit-camera", action="store_true", help="refine yaw and pitch even when given")
+    p.add_argument("--class", dest="class_index", type=at_least(0), default=0,
+                   help="the class the photos show (a conditional model)")
     p.add_argument("--fit-fov", action="store_true", help="fit the field of view too (default: the generator's)")
     p.add_argument("--crop", help="LEFT,TOP,RIGHT,BOTTOM pixel box applied before resizing")
     p.add_argument("--resolution", type=int, default=0, help="fit at this size (default: the training resolution)")
@@ -163,18 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--kind", default="primitives")
     q.add_argument("--experiment", help="take the camera distribution from this experiment (default: smoke's)")
     q.add_argument("--seed", type=int, default=0)
-    q = dsub.add_parser("convert", help="zip/folder -> Parquet shards")
+    q = dsub.add_parser("convert", help="zip/folder -> Parquet shards, or a zip")
     q.add_argument("src")
-    q.add_argument("dst")
+    q.add_argument("dst", help="a Parquet directory (local or s3://...), or a .zip file")
     q.add_argument("--resolution", type=int, help="resize to this square size")
     q.add_argument("--shard-size", type=int, default=1000, help="images per Parquet file")
     q.add_argument("--poses", default="", help="'eg3d': 25-number EG3D camera labels in dataset.json; 'nerf': "
                    "transforms*.json (NeRF-synthetic / Blender / instant-ngp)")
     q.add_argument("--resize-filter", default="lanczos", help="lanczos | bicubic | bilinear | box")
     q.add_argument("--allow-outliers", action="store_true",
-                   help="convert even if some imported cameras disagree with the rest (radius, fov, look-at)")
+                   help="convert even if some imported cameras disagree with the rest (EG3D: radius, fov, look-at; "
+                   "NeRF: look-at, roll, radius)")
     q = dsub.add_parser("render", help="3D assets -> a multi-view dataset, rendered with Blender over Ray")
-    q.add_argument("assets", help="a folder of .glb/.gltf/.obj/.fbx/.blend files (any nesting)")
+    q.add_argument("assets", help="a folder of .glb/.gltf/.obj/.fbx/.ply/.stl/.blend files (any nesting)")
     q.add_argument("out", help="the dataset: a .zip, or a Parquet dir with --format parquet (local or s3://...)")
     q.add_argument("--views-per-asset", type=int, default=64)
     q.add_argument("--resolution", type=int, default=256)
@@ -187,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--engine", default="cycles", help="cycles | eevee")
     q.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
     q.add_argument("--background", default="white", help="white | transparent")
+    q.add_argument("--light", default="neutral", help="neutral (a white sky and one sun) | studio (a dimmer sky, a key "
+                   "and a fill sun): fixed in the world")
     q.add_argument("--labels-from-folders", action="store_true", help="class labels from the first folder level")
     q.add_argument("--format", default="zip", help="zip | parquet")
     q.add_argument("--seed", type=int, default=0)

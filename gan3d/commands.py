@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import Optional
 
 from gan3d.errors import ConfigError
@@ -99,11 +100,14 @@ def _render(args) -> int:
 
     if args.vis not in VIS:  # fail before loading anything
         raise ConfigError(f"--vis {args.vis!r}: expected one of {', '.join(VIS)}")
-    out_dir(args.out)
+    if args.out:
+        out_dir(args.out)
     ckpt, _ = best_checkpoint(args.checkpoint)
+    out = out_dir(args.out or str(Path(ckpt).parent / "renders" / Path(ckpt).stem))
     G = load_generator(ckpt, ray_step_multiplier=args.ray_step_multiplier)
-    files = render(G, args.vis, parse_seeds(args.seeds), args.out, args.camera, args.truncation_psi, args.resolution,
-                   args.frames, args.fps, args.grid_resolution, args.cube_size)
+    G.check_class(args.class_index)
+    files = render(G, args.vis, parse_seeds(args.seeds), out, args.camera, args.truncation_psi, args.resolution,
+                   args.frames, args.fps, args.grid_resolution, args.cube_size, args.class_index)
     for f in files:
         print(f"gan3d: wrote {f}")
     return 0
@@ -165,7 +169,7 @@ def _invert(args) -> int:
 
     out_dir(args.out)
     settings = InvertSettings(mode=args.mode, steps=args.steps, pti_steps=args.pti_steps, fit_camera=args.fit_camera,
-                              fit_fov=args.fit_fov, lpips=args.lpips, seed=args.seed)
+                              fit_fov=args.fit_fov, lpips=args.lpips, seed=args.seed, class_index=args.class_index)
     images = [str(p) for p in expand_images(args.images)]
     kwargs = dict(settings=settings, camera=_numbers(args.camera, "--camera", 2), poses=args.poses,
                   crop=_numbers(args.crop, "--crop", 4, int), resolution=args.resolution)
@@ -243,7 +247,8 @@ def _dataset(args) -> int:
                        args.allow_outliers)
         for line in meta.pop("report", []):
             print(line)
-        print(f"gan3d: wrote {meta['num_images']} images ({meta['resolution']}px) to {args.dst}")
+        what = "a zip (PNGs + dataset.json)" if meta["format"] == "zip" else "Parquet shards"
+        print(f"gan3d: wrote {meta['num_images']} images ({meta['resolution']}px) to {args.dst}: {what}")
         return 0
     if args.dataset_command == "render":
         return _dataset_render(args)
@@ -277,7 +282,8 @@ def _dataset_render(args) -> int:
     camera = CameraConfig(fov=args.fov, radius=args.radius, dist=args.camera, yaw_mean=(y0 + y1) / 2,
                           yaw_std=(y1 - y0) / 2, pitch_mean=(p0 + p1) / 2, pitch_std=(p1 - p0) / 2)
     settings = RenderSettings(views=args.views_per_asset, resolution=args.resolution, camera=camera,
-                              engine=args.engine, samples=args.samples, background=args.background, seed=args.seed)
+                              engine=args.engine, samples=args.samples, background=args.background, seed=args.seed,
+                              light=args.light)
     res = render_dataset(args.assets, args.out, settings, args.workers, args.labels_from_folders, args.format,
                          args.address)
     print(f"gan3d: wrote {res['images']} images of {res['assets']} asset(s) to {res['out']}"

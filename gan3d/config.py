@@ -40,7 +40,7 @@ class DatasetConfig:
     resolution: int = 512
     mirror: bool = False  # x-flip augmentation of reals (mirrors the yaw too)
     use_labels: bool = False
-    c_dim: int = 0  # number of classes when use_labels
+    c_dim: int = 0  # number of classes when use_labels (0: the dataset's own count, read when the run starts)
     max_size: int = 0  # 0 = all images
     synthetic_kind: str = "primitives"  # scene family of the synthetic default
     synthetic_size: int = 512  # images in the synthetic default
@@ -54,6 +54,8 @@ class RenderConfig:
     cube_scale: float = 0.2  # points are divided by this before the tri-plane lookup
     density_noise_std: float = 1.0  # N(0, std) added to raw density while training...
     density_noise_kimg: float = 5000.0  # ...decaying linearly to 0 over this many kimg
+    # white behind what a ray did not absorb; without a background model (model.generator.bg) every ray ends opaque
+    # (the last interval is 1e10, as in the reference), so this then changes nothing (the run's header says so)
     white_back: bool = False
     max_batch_res: int = 64  # rays rendered per chunk = max_batch_res**2 (full-image rendering)
 
@@ -344,7 +346,6 @@ def validate(cfg: ExperimentConfig) -> None:
     cam = d.camera
     need(_is_pow2(d.resolution), "dataset.resolution", d.resolution, "a power of two >= 4")
     need(d.c_dim >= 0, "dataset.c_dim", d.c_dim, ">= 0")
-    need(not d.use_labels or d.c_dim > 0, "dataset.c_dim", d.c_dim, "> 0 when dataset.use_labels is true")
     need(d.synthetic_size > 0, "dataset.synthetic_size", d.synthetic_size, "> 0")
     need(cam.dist in CAMERA_DISTS, "dataset.camera.dist", cam.dist, f"one of {', '.join(CAMERA_DISTS)}")
     need(0 < cam.fov < 180, "dataset.camera.fov", cam.fov, "degrees in (0, 180)")

@@ -55,6 +55,7 @@ class InvertSettings:
     fit_fov: bool = False  # and the field of view (starting from the generator's)
     lpips: str = ""  # path of vgg16.pt; '' = $GAN3D_LPIPS_WEIGHTS or the cache
     seed: int = 0
+    class_index: int = 0  # the class the photos show (a conditional generator)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -107,20 +108,25 @@ def load_image(path: str | Path, resolution: int, crop: Optional[Sequence[int]] 
 
 
 def camera_report(G, angles: torch.Tensor) -> tuple[dict, Optional[str]]:
-    """How far a camera [3] lies from the generator's training camera distribution (in its std), and a warning
-    when it is outside 3 std (the generator never saw such views)."""
-    cam = G.camera
+    """How far a camera [3] lies from the views the generator trained on (the dataset's poses stored with its
+    run, or its camera prior: render.views), and a warning when it is farther from every one of them than
+    max(10 deg, 4 x their typical spacing): the generator never saw such a view."""
+    from gan3d.render.views import TrainedViews
+
+    cam, views = G.camera, TrainedViews.of(G)
     yaw, pitch = float(angles[0]), float(angles[1])
-    dev = {"yaw_std": abs(yaw - cam.yaw_mean) / max(cam.yaw_std, 1e-6),
-           "pitch_std": abs(pitch - cam.pitch_mean) / max(cam.pitch_std, 1e-6)}
+    nearest, spacing = views.nearest_deg(angles[:2]), views.spacing_deg()
     report = {"yaw": yaw, "pitch": pitch, "roll": float(angles[2]), "fov": cam.fov, "radius": cam.radius,
-              "training_yaw": [cam.yaw_mean, cam.yaw_std], "training_pitch": [cam.pitch_mean, cam.pitch_std],
-              "deviation_std": dev}
-    far = {k: v for k, v in dev.items() if v > 3 and (cam.yaw_std if k == "yaw_std" else cam.pitch_std) > 0}
+              "trained_views": views.source, "trained_views_summary": views.summary(),
+              "nearest_trained_view_deg": nearest, "trained_view_spacing_deg": spacing}
+    if views.source == "prior":
+        report.update({"training_yaw": [cam.yaw_mean, cam.yaw_std], "training_pitch": [cam.pitch_mean, cam.pitch_std],
+                       "deviation_std": {"yaw_std": abs(yaw - cam.yaw_mean) / max(cam.yaw_std, 1e-6),
+                                         "pitch_std": abs(pitch - cam.pitch_mean) / max(cam.pitch_std, 1e-6)}})
     warn = None
-    if far:
-        warn = ("camera " + ", ".join(f"{k.split('_')[0]} {v:.1f} std" for k, v in far.items())
-                + " from the training mean: outside what the generator saw; expect a poor fit")
+    if nearest > max(10.0, 4 * spacing):
+        warn = (f"camera {nearest:.0f} deg from the nearest view the generator trained on ({views.source} views: "
+                f"{views.summary()}): outside what it saw; expect a poor fit")
     return report, warn
 
 
@@ -162,7 +168,8 @@ def project(G, target: torch.Tensor, angles: torch.Tensor, s: InvertSettings, lo
     gen = torch.Generator().manual_seed(s.seed)
     with torch.no_grad():  # the w distribution's mean and spread, from samples (as StyleGAN2's projector does)
         z = torch.randn(2000, G.cfg.z_dim, generator=gen)
-        w_all = G.map(z, G.default_labels(len(z)), angles.expand(len(z), -1))[:, 0]  # [N, w_dim]
+        c = G.default_labels(len(z), class_index=s.class_index)
+        w_all = G.map(z, c, angles.expand(len(z), -1))[:, 0]  # [N, w_dim]
         w_std = float(w_all.sub(w_all.mean(0)).square().sum(1).mean().sqrt())
         starts = [w_all.mean(0, keepdim=True)] + [w_all[i: i + 1] for i in range(s.starts)]  # mean w first
         losses = [float(loss_fn(render_ws(G, w[:, None].expand(-1, G.synthesis.num_ws, -1), angles, res), target))
@@ -218,7 +225,7 @@ def pivotal_tuning(G, ws: torch.Tensor, angles: torch.Tensor, target: torch.Tens
         loss = loss_fn(render_ws(tuned, ws, angles, res), target).mean()
         if s.locality_weight > 0:
             z = torch.randn(1, G.cfg.z_dim, generator=gen)
-            w_z = G.map(z, G.default_labels(1), angles)
+            w_z = G.map(z, G.default_labels(1, class_index=s.class_index), angles)
             w_r = ws + s.locality_step * (w_z - ws)
             with torch.no_grad():
                 ref = render_ws(G, w_r, angles, res)

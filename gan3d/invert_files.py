@@ -4,6 +4,7 @@ process or spread over Ray workers. The fitting itself is gan3d.inversion."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,24 +16,45 @@ from gan3d.inversion import (RESIZE_FILTER, InvertSettings, Inversion, noise_lay
                              load_image)
 
 
-def read_poses(path: str | Path) -> dict[str, list[float]]:
-    """camera_angles of a gan3d dataset.json, keyed by file name (and by base name)."""
-    import json
+class PoseTable:
+    """The camera_angles of a gan3d dataset.json, found for an image by its path inside the dataset (the folder
+    holding dataset.json): a rendered set has a 0002.png in every asset's folder, so a bare file name is used only
+    when exactly one entry has it."""
 
-    from gan3d.data.archive import angle_problems
+    def __init__(self, path: str | Path):
+        from gan3d.data.archive import angle_problems
 
-    try:
-        raw = json.loads(Path(path).read_text())
-        angles = raw["camera_angles"]
-        assert isinstance(angles, dict)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        raise ConfigError(f"--poses {path}: expected a dataset.json with 'camera_angles' {{image: [yaw, pitch, roll]}}") from None
-    out = {}
-    for name, a in angles.items():
-        if (msg := angle_problems(name, a)) is not None:
-            raise ConfigError(f"--poses {path}: {msg}")
-        out[name] = out[Path(name).name] = [float(v) for v in a]
-    return out
+        self.path, self.root = Path(path), Path(path).resolve().parent
+        try:
+            angles = json.loads(self.path.read_text())["camera_angles"]
+            assert isinstance(angles, dict)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError):
+            raise ConfigError(f"--poses {path}: expected a dataset.json with 'camera_angles' "
+                              "{image: [yaw, pitch, roll]}") from None
+        for name, a in angles.items():
+            if (msg := angle_problems(name, a)) is not None:
+                raise ConfigError(f"--poses {path}: {msg}")
+        self.angles = {Path(name).as_posix(): [float(v) for v in a] for name, a in angles.items()}
+
+    def find(self, image: str | Path) -> list[float]:
+        """[yaw, pitch, roll] of `image`: by its path relative to the dataset's folder, else by the entry its path
+        ends with (the dataset unpacked elsewhere), else by a file name no other entry shares."""
+        image = Path(image)
+        full = image.resolve()
+        if full.is_relative_to(self.root) and (rel := full.relative_to(self.root).as_posix()) in self.angles:
+            return self.angles[rel][:3]
+        tail = [n for n in self.angles if full.as_posix().endswith("/" + n)]
+        if tail:
+            return self.angles[max(tail, key=len)][:3]
+        same = [n for n in self.angles if Path(n).name == image.name]
+        if len(same) == 1:
+            return self.angles[same[0]][:3]
+        if same:
+            raise ConfigError(f"--poses {self.path}: {image}: {len(same)} entries are named {image.name} "
+                              f"({', '.join(same[:3])}{', ...' if len(same) > 3 else ''}) and its path names none of "
+                              f"them; give the image by its path inside {self.root}")
+        raise ConfigError(f"--poses {self.path}: no camera for {image} (camera_angles names the images by their "
+                          f"path inside {self.root})")
 
 
 def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: InvertSettings, info: dict,
@@ -42,6 +64,7 @@ def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: I
     tuned generator (G_pti/), which `gan3d render`, `eval` and `invert` open like any checkpoint."""
     import json
 
+    from gan3d.render.views import ellipse
     from gan3d.track import media
     from gan3d.visualize import _to_uint8, density_grid, surface, write_ply, write_video
 
@@ -56,7 +79,7 @@ def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: I
              media.save_png(media.image_grid(_to_uint8(inv.target)), out / "target.png"),
              media.save_png(media.image_grid(_to_uint8(inv.reconstruction)), out / "reconstruction.png")]
     yaw, pitch = float(inv.angles[0, 0]), float(inv.angles[0, 1])
-    path = media.orbit_angles(frames, yaw, pitch, 0.35, 0.12)
+    path = ellipse(frames, yaw, pitch, 0.35, 0.12)
     with torch.no_grad():
         planes = G.synthesis(inv.ws, "const")
         video = torch.cat([_to_uint8(G.render_planes(planes, inv.ws, a[None], inv.target.shape[-1])["image"])
@@ -94,29 +117,30 @@ def _write_tuned(G, source: Path, dest: Path) -> Path:
 def invert_files(checkpoint: str | Path, images: Sequence[str | Path], out: str | Path,
                  settings: InvertSettings = InvertSettings(), camera: Optional[Sequence[float]] = None,
                  poses: Optional[str] = None, crop: Optional[Sequence[int]] = None, resolution: int = 0,
-                 show_progress: bool = True) -> list[dict]:
+                 show_progress: bool = True, folders: Optional[dict[str, str]] = None) -> list[dict]:
     """`gan3d invert` for a list of image files, in this process: one folder per image under `out`
-    (named after the file), one metrics dict per image."""
+    (named after the file, with its parent folders where names repeat), one metrics dict per image."""
     from tqdm import tqdm
 
+    from gan3d.render.views import TrainedViews
     from gan3d.training.checkpoint import best_checkpoint, load_generator
 
     ckpt, _ = best_checkpoint(checkpoint)
     G = load_generator(ckpt)
+    G.check_class(settings.class_index)
     res = resolution or G.img_resolution
-    table = read_poses(poses) if poses else {}
-    results = []
+    table = PoseTable(poses) if poses else None
+    found = {str(Path(p)): table.find(p) for p in images} if table is not None else {}  # every camera before any work
+    results, folders = [], folders or output_folders(images)
     for path in map(Path, images):
         img = load_image(path, res, crop)
         if camera is not None:
             angles = torch.tensor([*camera, 0.0][:3], dtype=torch.float32)
-        elif table:
-            if path.name not in table:
-                raise ConfigError(f"--poses {poses}: no camera for {path.name}")
-            angles = torch.tensor(table[path.name])
-        else:  # the training distribution's mean view, refined
-            angles = torch.tensor([G.camera.yaw_mean, G.camera.pitch_mean, 0.0])
-        fit = settings.fit_camera or (camera is None and not table)
+        elif table is not None:
+            angles = torch.tensor(found[str(path)])
+        else:  # the centre of the views G trained on, refined
+            angles = torch.tensor([*TrainedViews.of(G).centre(), 0.0])
+        fit = settings.fit_camera or (camera is None and table is None)
         s = dataclasses.replace(settings, fit_camera=fit)
         _, warn = camera_report(G, angles)
         if warn:
@@ -125,13 +149,33 @@ def invert_files(checkpoint: str | Path, images: Sequence[str | Path], out: str 
         bar = tqdm(total=total, desc=path.name, unit="step", disable=not show_progress, leave=False)
         inv = invert(G, img, angles, s, lambda phase, i, v: (bar.update(1), bar.set_postfix(loss=f"{v:.4f}", phase=phase)))[0]
         bar.close()
-        dest = Path(out) / path.stem
+        dest = Path(out) / folders[str(path)]
         write_outputs(inv, dest, Path(ckpt), s, {"image": str(path), "checkpoint": str(ckpt), "resolution": res,
                                                   "crop": list(crop) if crop else None})
         row = {"image": str(path), "out": str(dest), **{k: v for k, v in inv.metrics.items() if k != "settings"}}
         print(f"gan3d: {path.name}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f} ({s.mode}) -> {dest}", flush=True)
         results.append(row)
     return results
+
+
+def output_folders(images: Sequence[str | Path]) -> dict[str, str]:
+    """Each image's output folder name: its file stem, with as many parent folders as make it unique
+    ('cow_0002' and 'woody_0002' for two 0002.png)."""
+    paths = [Path(p) for p in images]
+    depth = {str(p): 1 for p in paths}
+
+    def name(p: Path) -> str:
+        return "_".join([*p.parent.parts[len(p.parent.parts) - depth[str(p)] + 1:], p.stem])
+    for _ in range(max((len(p.parts) for p in paths), default=1)):
+        seen: dict[str, list[Path]] = {}
+        for p in paths:
+            seen.setdefault(name(p), []).append(p)
+        clashes = [p for group in seen.values() if len(group) > 1 for p in group]
+        if not clashes:
+            break
+        for p in clashes:
+            depth[str(p)] = min(depth[str(p)] + 1, len(p.parts))
+    return {str(p): name(p) for p in paths}
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -158,8 +202,9 @@ def invert_on_ray(checkpoint: str, images: Sequence[str], out: str, workers: int
 
     @ray.remote(num_cpus=1)
     def chunk(paths: list[str]) -> list[dict]:
-        return invert_files(checkpoint, paths, out, show_progress=False, **kwargs)
+        return invert_files(checkpoint, paths, out, show_progress=False, folders=folders, **kwargs)
 
+    folders = output_folders(images)  # unique across all workers' images
     parts = [list(images[i::workers]) for i in range(workers) if images[i::workers]]
     rows = {r["image"]: r for rows in ray.get([chunk.remote(p) for p in parts]) for r in rows}
     return [rows[str(Path(p))] for p in images]

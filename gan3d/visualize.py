@@ -13,7 +13,6 @@ from gan3d.errors import ConfigError
 from gan3d.track import media
 
 VIS = ("front_grid", "video", "video_grid", "interp", "density", "geometry")
-CAMERAS = ("front_circle", "points", "line", "wiggle")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -28,20 +27,19 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
-def camera_path(name: str, frames: int, camera) -> torch.Tensor:
-    """[T, 3] angles around the dataset's mean pose, in the seed's camera-path names."""
-    y, p = camera.yaw_mean, camera.pitch_mean
-    t = torch.linspace(0, 1, frames)
-    if name == "front_circle":  # an ellipse around the front view
-        return media.orbit_angles(frames, y, p, 0.35, 0.12)
-    if name == "line":  # a yaw sweep from left to right
-        return torch.stack([y + (t * 2 - 1) * 0.6, torch.full_like(t, p), torch.zeros_like(t)], -1)
-    if name == "wiggle":  # small left-right oscillation
-        return torch.stack([y + 0.25 * torch.sin(t * 4 * math.pi), torch.full_like(t, p), torch.zeros_like(t)], -1)
-    if name == "points":  # a few fixed views
-        yaws = torch.tensor([-0.5, -0.25, 0.0, 0.25, 0.5])[:max(frames, 1)] + y
-        return torch.stack([yaws, torch.full_like(yaws, p), torch.zeros_like(yaws)], -1)
-    raise ConfigError(f"--camera {name!r}: expected one of {', '.join(CAMERAS)}")
+def camera_path(name: str, frames: int, G) -> torch.Tensor:
+    """[T, 3] cameras of a named path (render.views.PATHS) around the views G trained on."""
+    from gan3d.render.views import TrainedViews
+
+    return TrainedViews.of(G).path(name, frames)
+
+
+def _front(G) -> torch.Tensor:
+    """[1, 3] the centre of the views G trained on."""
+    from gan3d.render.views import TrainedViews
+
+    yaw, pitch = TrainedViews.of(G).centre()
+    return torch.tensor([[yaw, pitch, 0.0]])
 
 
 def _latents(G, seeds: Sequence[int]) -> torch.Tensor:
@@ -72,13 +70,13 @@ def write_video(frames: torch.Tensor, path: Path, fps: int) -> Path:
 
 @torch.no_grad()
 def density_grid(G, z: Optional[torch.Tensor], resolution: int, cube_size: float, truncation_psi: float = 1.0,
-                 ws: Optional[torch.Tensor] = None) -> np.ndarray:
+                 ws: Optional[torch.Tensor] = None, class_index: int = 0) -> np.ndarray:
     """softplus density of one latent (z [1, z_dim], or ws [1, num_ws, w_dim]) on a resolution^3 grid spanning
     [-cube_size/2, cube_size/2]^3 (world units)."""
     from gan3d.render.triplane import sample_triplane
 
     if ws is None:
-        ws = G.map(z[:1], G.default_labels(1), torch.tensor([[G.camera.yaw_mean, G.camera.pitch_mean, 0.0]]), truncation_psi)
+        ws = G.map(z[:1], G.default_labels(1, class_index=class_index), _front(G), truncation_psi)
     planes = G.synthesis(ws[:1], "const")
     lin = torch.linspace(-cube_size / 2, cube_size / 2, resolution)
     grid = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)  # [N, 3] x, y, z
@@ -91,7 +89,7 @@ def density_grid(G, z: Optional[torch.Tensor], resolution: int, cube_size: float
 
 
 def export_mesh(G, seed: int, out: str | Path, resolution: int = 128, cube_size: Optional[float] = None,
-                level: Optional[float] = None, truncation_psi: float = 1.0) -> dict[str, Path]:
+                level: Optional[float] = None, truncation_psi: float = 1.0, class_index: int = 0) -> dict[str, Path]:
     """Density of `seed` -> MRC volume + marching-cubes meshes (PLY and OBJ). Returns the written paths."""
     import mcubes
     import mrcfile
@@ -100,7 +98,7 @@ def export_mesh(G, seed: int, out: str | Path, resolution: int = 128, cube_size:
     out.mkdir(parents=True, exist_ok=True)
     cube = cube_size or 2 * G.cfg.render.cube_scale
     z = _latents(G, [seed])
-    sigma = density_grid(G, z, resolution, cube, truncation_psi)
+    sigma = density_grid(G, z, resolution, cube, truncation_psi, class_index=class_index)
     level = level if level is not None else float(np.percentile(sigma, 90))  # a surface whatever the scale
     paths = {"mrc": out / f"seed{seed:04d}.mrc", "ply": out / f"seed{seed:04d}.ply", "obj": out / f"seed{seed:04d}.obj"}
     with mrcfile.new(paths["mrc"], overwrite=True) as mrc:
@@ -129,22 +127,22 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def render(G, vis: str, seeds: Sequence[int], out: str | Path, camera: str = "front_circle",
+def render(G, vis: str, seeds: Sequence[int], out: str | Path, camera: str = "auto",
            truncation_psi: float = 1.0, resolution: Optional[int] = None, frames: int = 48, fps: int = 30,
-           grid_resolution: int = 128, cube_size: Optional[float] = None) -> list[Path]:
-    """One visualisation into `out`; returns the files written."""
+           grid_resolution: int = 128, cube_size: Optional[float] = None, class_index: int = 0) -> list[Path]:
+    """One visualisation of class `class_index` (a conditional G) into `out`; returns the files written. Camera
+    paths and the front view are those of the views G trained on (render.views)."""
     if vis not in VIS:
         raise ConfigError(f"--vis {vis!r}: expected one of {', '.join(VIS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cam = G.camera
     if vis == "geometry":
         return [p for s in seeds for p in export_mesh(G, s, out, grid_resolution, cube_size,
-                                                       truncation_psi=truncation_psi).values()]
-    path = camera_path(camera, frames, cam)
-    z, c = _latents(G, seeds), G.default_labels(len(seeds))
+                                                       truncation_psi=truncation_psi, class_index=class_index).values()]
+    path = camera_path(camera, frames, G)
+    z, c = _latents(G, seeds), G.default_labels(len(seeds), class_index=class_index)
     if vis == "front_grid":
-        front = torch.tensor([[cam.yaw_mean, cam.pitch_mean, 0.0]]).expand(len(seeds), -1)
+        front = _front(G).expand(len(seeds), -1)
         imgs = G.render(z, front, c=c, truncation_psi=truncation_psi, resolution=resolution)
         return [media.save_png(media.image_grid(_to_uint8(imgs)), out / "front_grid.png")]
     if vis in ("video", "video_grid"):
@@ -158,7 +156,7 @@ def render(G, vis: str, seeds: Sequence[int], out: str | Path, camera: str = "fr
         return [write_video(torch.stack([f[i] for f in per_frame]), out / f"video_seed{s:04d}", fps)
                 for i, s in enumerate(seeds)]
     if vis == "interp":  # linear interpolation in W between consecutive seeds, front view
-        front = torch.tensor([[cam.yaw_mean, cam.pitch_mean, 0.0]])
+        front = _front(G)
         ws = G.map(z, c, front.expand(len(z), -1), truncation_psi)
         steps = torch.linspace(0, 1, max(frames // max(len(seeds) - 1, 1), 2))
         imgs = []
@@ -172,7 +170,8 @@ def render(G, vis: str, seeds: Sequence[int], out: str | Path, camera: str = "fr
     # density: axis-aligned slices through the origin of each seed's density
     tiles = []
     for i in range(len(seeds)):
-        sigma = density_grid(G, z[i:i + 1], grid_resolution, cube_size or 2 * G.cfg.render.cube_scale, truncation_psi)
+        sigma = density_grid(G, z[i:i + 1], grid_resolution, cube_size or 2 * G.cfg.render.cube_scale, truncation_psi,
+                             class_index=class_index)
         mid = grid_resolution // 2
         slices = [sigma[:, :, mid].T[::-1], sigma[:, mid, :].T, sigma[mid, :, :].T[::-1]]  # xy, xz, yz
         row = np.concatenate([s / max(s.max(), 1e-8) for s in slices], axis=1)

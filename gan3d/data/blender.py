@@ -1,7 +1,7 @@
 """3D assets -> a multi-view gan3d dataset, rendered with Blender's `bpy` package (optional extra `gan3d[render]`).
 
 One asset at a time, in whatever process calls `render_asset` (`gan3d dataset render` runs one Ray task per
-asset, gan3d.orchestrate.assets): the scene is reset, the asset imported (.glb/.gltf, .obj, .fbx, or the objects
+asset, gan3d.orchestrate.assets): the scene is reset, the asset imported (.glb/.gltf, .obj, .fbx, .ply, .stl, or the objects
 of a .blend), moved and scaled so that its bounding box's circumscribed sphere fills the frame (`fill` of the
 half-width at the camera radius), lit by the neutral default (a uniform white environment of strength 0.6 and
 one sun of strength 2 from above, tilted 30 degrees, fixed in the world so every view sees the same lighting),
@@ -35,11 +35,19 @@ from gan3d.draws import seeded
 from gan3d.errors import ConfigError, Gan3dError
 from gan3d.render.cameras import cam2world_matrix, sample_camera_angles, wrap_yaw
 
-ASSET_EXTS = (".glb", ".gltf", ".obj", ".fbx", ".blend")
+ASSET_EXTS = (".glb", ".gltf", ".obj", ".fbx", ".ply", ".stl", ".blend")
+# files that travel with assets (materials, buffers, textures, notes): not assets, and not worth a word
+SIDECARS = (".mtl", ".bin", ".png", ".jpg", ".jpeg", ".tga", ".bmp", ".tif", ".tiff", ".exr", ".hdr", ".webp",
+            ".ktx2", ".txt", ".md", ".json", ".license", ".zip")
 ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE_NEXT"}
 BACKGROUNDS = ("white", "transparent")
 DONE = "done.json"
-ENV_STRENGTH, SUN_STRENGTH = 0.6, 2.0  # the neutral default light: white sky + one sun from above, fixed in the world
+# Lights, fixed in the world so that every view of an asset sees the same shading: (sky strength, suns as
+# (strength, tilt from the zenith in degrees, azimuth in degrees)).
+LIGHTS = {
+    "neutral": (0.6, [(2.0, 30.0, 20.0)]),  # a white sky and one sun from above
+    "studio": (0.25, [(3.0, 45.0, 35.0), (0.8, 70.0, 215.0)]),  # a dimmer sky, a key and an opposite fill
+}
 G2B = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # gan3d (y-up) -> Blender (z-up) axes
 
 
@@ -59,10 +67,13 @@ class RenderSettings:
     background: str = "white"
     fill: float = 0.97  # the asset's bounding sphere, as a share of the frame's half-width at the camera radius
     seed: int = 0
+    light: str = "neutral"  # LIGHTS
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        if self.light not in LIGHTS:
+            raise ConfigError(f"--light {self.light!r}: expected one of {', '.join(LIGHTS)}")
         if self.background not in BACKGROUNDS:
             raise ConfigError(f"--background {self.background!r}: expected one of {', '.join(BACKGROUNDS)}")
         if self.camera.dist == "dataset":
@@ -85,6 +96,12 @@ def require_bpy():
         raise Gan3dError(f"rendering assets needs Blender's Python module: pip install 'gan3d[render]' "
                          f"(bpy 4.2 on Python 3.11) ({e})") from None
     return bpy
+
+
+def skipped_files(root: str | Path) -> list[str]:
+    """Files under `root` that are neither assets gan3d renders nor their sidecars (e.g. a .dae or .off mesh)."""
+    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*")
+                  if p.is_file() and p.suffix.lower() not in ASSET_EXTS + SIDECARS and not p.name.startswith("."))
 
 
 def list_assets(root: str | Path) -> list[str]:
@@ -133,6 +150,10 @@ def _import(bpy, path: Path) -> None:
         bpy.ops.wm.obj_import(filepath=str(path))
     elif ext == ".fbx":
         bpy.ops.import_scene.fbx(filepath=str(path))
+    elif ext == ".ply":
+        bpy.ops.wm.ply_import(filepath=str(path))
+    elif ext == ".stl":
+        bpy.ops.wm.stl_import(filepath=str(path))
     else:  # .blend: every object of the file
         with bpy.data.libraries.load(str(path), link=False) as (src, dst):
             dst.objects = list(src.objects)
@@ -184,11 +205,13 @@ def _setup(bpy, s: RenderSettings):
     scene.world = world
     world.use_nodes = True
     world.node_tree.nodes["Background"].inputs[0].default_value = (1.0, 1.0, 1.0, 1.0)
-    world.node_tree.nodes["Background"].inputs[1].default_value = ENV_STRENGTH
-    sun = bpy.data.objects.new("gan3d_sun", bpy.data.lights.new("gan3d_sun", type="SUN"))
-    sun.data.energy = SUN_STRENGTH
-    sun.rotation_euler = (math.radians(30), 0.0, math.radians(20))  # from above, tilted: fixed in the world
-    scene.collection.objects.link(sun)
+    sky, suns = LIGHTS[s.light]
+    world.node_tree.nodes["Background"].inputs[1].default_value = sky
+    for i, (strength, tilt, azimuth) in enumerate(suns):
+        sun = bpy.data.objects.new(f"gan3d_sun{i}", bpy.data.lights.new(f"gan3d_sun{i}", type="SUN"))
+        sun.data.energy = strength
+        sun.rotation_euler = (math.radians(tilt), 0.0, math.radians(azimuth))  # fixed in the world
+        scene.collection.objects.link(sun)
     return cam
 
 
@@ -269,7 +292,9 @@ def assemble(parts: str | Path, records: list[dict], dst: str | Path, s: RenderS
                        "background": s.background, "camera": asdict(s.camera),
                        "blender_fov_deg": math.degrees(s.blender_fov), "fill": s.fill, "seed": s.seed,
                        "classes": classes,
-                       "light": f"white environment {ENV_STRENGTH}, sun {SUN_STRENGTH} from above (30 deg tilt)",
+                       "light": {"name": s.light, "sky": LIGHTS[s.light][0],
+                                 "suns": [dict(zip(("strength", "tilt_deg", "azimuth_deg"), sun))
+                                          for sun in LIGHTS[s.light][1]]},
                        "assets": {r["asset"]: {**r["normalisation"], "seed": r["seed"]} for r in records}}}
     if fmt not in ("zip", "parquet"):
         raise ConfigError(f"--format {fmt!r}: expected zip or parquet")

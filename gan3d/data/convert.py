@@ -1,5 +1,5 @@
-"""`gan3d dataset convert`: zip / folder -> Parquet shards, with resizing and pose import (EG3D labels; NeRF
-transforms.json in gan3d.data.nerf)."""
+"""`gan3d dataset convert`: zip / folder -> Parquet shards (or a zip, when the destination ends in .zip), with
+resizing and pose import (EG3D labels; NeRF transforms.json in gan3d.data.nerf)."""
 from __future__ import annotations
 
 import json
@@ -179,6 +179,46 @@ def looks_like_eg3d(archive: Archive) -> bool:
     return isinstance(first, list)
 
 
+def write_zip(rows, dst: str, meta: dict, total: Optional[int] = None) -> int:
+    """Converted rows as a gan3d zip: PNGs under their dataset names and a dataset.json (camera_angles, labels and
+    the conversion's metadata), written beside `dst` and renamed into place (a failure leaves nothing)."""
+    import os
+    import zipfile
+    from pathlib import Path, PurePosixPath
+
+    from tqdm import tqdm
+
+    from gan3d.storage import is_uri
+
+    if is_uri(dst):
+        raise DatasetError(f"{dst}: a zip is written to a local path; for an object store give a Parquet destination "
+                           "(a name without .zip)")
+    out = Path(dst)
+    if out.is_dir():
+        raise DatasetError(f"{dst}: a directory is there; expected a new .zip file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    angles: dict[str, list] = {}
+    labels: dict[str, int] = {}
+    try:
+        with zipfile.ZipFile(tmp, "w") as z:
+            for row in tqdm(rows, total=total, desc=f"writing {dst}", unit="img", disable=None):
+                name = str(PurePosixPath(row["path"]).with_suffix(".png"))  # re-encoded as PNG
+                if name in angles or name in labels:
+                    raise DatasetError(f"{row['path']}: another image also becomes {name} in {dst}")
+                z.writestr(name, row["image"])
+                pose = [row[k] for k in ("yaw", "pitch", "roll", "radius") if row[k] is not None]
+                if pose:
+                    angles[name] = pose
+                if row["label"] is not None:
+                    labels[name] = row["label"]
+            z.writestr(META_FILE, json.dumps({"camera_angles": angles, "labels": labels, **meta}))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(angles) or total or 0
+
+
 def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: int = 1000, poses: str = "",
             resize_filter: str = "lanczos", allow_outliers: bool = False) -> dict:
     """Convert an archive to Parquet shards; returns the metadata written (and the pose report, if any).
@@ -205,10 +245,12 @@ def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: in
     elif poses == "nerf":
         from gan3d.data.nerf import nerf_to_angles
 
-        report = nerf_to_angles(archive)
+        report = nerf_to_angles(archive, resolution, allow_outliers)
         names = report.names
-        angles = {n: a.tolist() for n, a in zip(names, report.angles)}
-        labels, extra = {}, {}
+        spread = report.radius.std() > 1e-3 * report.radius.mean()  # each camera keeps its own distance
+        angles = {n: a.tolist() + ([float(r)] if spread else []) for n, a, r in zip(names, report.angles, report.radius)}
+        meta = parse_metadata(archive)  # a gan3d render's dataset.json also names the classes
+        labels, extra = {n: meta.labels[n] for n in names if n in meta.labels}, {}
     elif poses:
         raise DatasetError(f"--poses {poses!r}: expected 'eg3d' or 'nerf' (or nothing to use dataset.json's "
                            "camera_angles)")
@@ -246,7 +288,12 @@ def convert(src: str, dst: str, resolution: Optional[int] = None, shard_size: in
                    "roll": a[2] if a else None, "radius": a[3] if a and len(a) > 3 else None,
                    "label": labels.get(n), "path": n}
 
-    write_shards(rows(), dst, shard_size, meta_out, total=len(names))
+    if dst.lower().endswith(".zip"):
+        meta_out["format"] = "zip"
+        write_zip(rows(), dst, meta_out, total=len(names))
+    else:
+        meta_out["format"] = "parquet"
+        write_shards(rows(), dst, shard_size, meta_out, total=len(names))
     if report is not None:
         meta_out["report"] = report.lines()
     return meta_out

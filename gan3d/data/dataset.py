@@ -48,7 +48,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if resolution is not None and resolution != self.resolution:
             raise DatasetError(f"{self.archive.path}: images are {self.resolution}x{self.resolution} but "
                                f"dataset.resolution is {resolution}; resize with `gan3d dataset convert "
-                               f"--resolution {resolution}` or set dataset.resolution={self.resolution}")
+                               f"{self.archive.path} OUT_{resolution}.zip --resolution {resolution}` (a zip, or "
+                               f"Parquet shards for an OUT without .zip) or set dataset.resolution={self.resolution}")
         meta = parse_metadata(self.archive)
         check_references(self.archive, meta, names, need_poses)
         self.meta = meta
@@ -140,3 +141,36 @@ def real_batches(dataset, batch: int, rank: int, world: int, seed: int, num_work
                                              persistent_workers=num_workers > 0, drop_last=True)
     while True:
         yield from loader
+
+
+def dataset_classes(ds) -> int:
+    """How many classes a dataset's labels name (0 when it has none)."""
+    if hasattr(ds, "meta") and isinstance(ds.meta, dict):  # Parquet shards carry the count in their metadata
+        return int(ds.meta.get("num_classes", 0)) if ds.meta.get("has_labels") else 0
+    return int(ds.labels.max()) + 1 if ds.meta.labels else 0
+
+
+def resolve_labels(cfg, ds, where: str):
+    """The experiment with its class count settled against the dataset at `where`, and the header's notes:
+    dataset.use_labels with c_dim 0 takes the dataset's count; a c_dim smaller than the labels need is refused;
+    labels (or a c_dim) that an unconditional run leaves unused are said, never silently dropped."""
+    from gan3d import config as config_mod
+    from gan3d.errors import ConfigError
+
+    d, found = cfg.dataset, dataset_classes(ds)
+    if not d.use_labels:
+        notes = []
+        if found:
+            notes.append(f"{where} has labels ({found} classes), unused: dataset.use_labels is false, so the model is "
+                         f"unconditional (dataset.use_labels=true conditions it on them)")
+        elif d.c_dim:
+            notes.append(f"dataset.c_dim={d.c_dim} is unused: dataset.use_labels is false, so the model is "
+                         f"unconditional")
+        return cfg, notes
+    if d.c_dim and d.c_dim < found:
+        raise ConfigError(f"key 'dataset.c_dim' = {d.c_dim} is not allowed: {where} has labels 0-{found - 1} "
+                          f"(expected >= {found}, or 0 for the dataset's own count)")
+    if d.c_dim:
+        return cfg, [f"labels: {d.c_dim} classes (a conditional model; the dataset uses {found})"]
+    return (config_mod.set_values(cfg, {"dataset.c_dim": found}),
+            [f"labels: {found} classes, from the dataset (a conditional model)"])

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from gan3d.data.archive import Archive, check_references, decode_image, image_header, parse_metadata
 from gan3d.data.convert import eg3d_to_angles, looks_like_eg3d, read_eg3d_labels
 from gan3d.data.parquet import COLUMNS, is_parquet, list_shards, read_metadata
+from gan3d.config import CameraConfig
 from gan3d.errors import DatasetError
+from gan3d.render.views import TrainedViews, subsample
 
 
 @dataclass
@@ -45,8 +48,13 @@ class ValidationReport:
             a = self.angles
             out.append(f"poses: {len(a)}; yaw [{a[:, 0].min():.3f}, {a[:, 0].max():.3f}], pitch "
                        f"[{a[:, 1].min():.3f}, {a[:, 1].max():.3f}], roll [{a[:, 2].min():.3f}, {a[:, 2].max():.3f}]")
-            mean_yaw = math.atan2(np.sin(a[:, 0]).mean(), np.cos(a[:, 0]).mean())
-            out.append(f"mean pose: yaw {mean_yaw:.3f}, pitch {a[:, 1].mean():.3f}, roll {a[:, 2].mean():.3f}")
+            views = TrainedViews(subsample(torch.as_tensor(a)), "dataset", CameraConfig())
+            if views.all_around:  # a mean of views all around the object describes none of them
+                out.append(f"views: {views.summary()}")
+            else:
+                mean_yaw = math.atan2(np.sin(a[:, 0]).mean(), np.cos(a[:, 0]).mean())
+                out.append(f"mean pose: yaw {mean_yaw:.3f}, pitch {a[:, 1].mean():.3f}, roll {a[:, 2].mean():.3f}"
+                           f"; views {views.summary()}")
         else:
             out.append("poses: none")
         out += self.camera_lines

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from gan3d.config import CameraConfig, GeneratorConfig
 from gan3d.draws import GLOBAL, Draws
+from gan3d.errors import ConfigError
 from gan3d.nn.layers import (FullyConnected, ModulatedConv, conv_precision, fir_filter, normalize_2nd_moment,
                              upsample2d)
 from gan3d.render import cameras, rays, triplane, triplane_kernel, volume
@@ -192,11 +193,19 @@ class TriplaneGenerator(nn.Module):
                            if cfg.bg.enabled else None)
         self.triplane_kernel = False  # training.triplane_kernel sets it on the trained copy (nn.use_triplane_kernel)
 
-    def default_labels(self, n: int, device="cpu") -> Optional[torch.Tensor]:
-        """Class 0 as one-hot labels [n, c_dim] for a conditional generator, None for an unconditional one."""
+    def default_labels(self, n: int, device="cpu", class_index: int = 0) -> Optional[torch.Tensor]:
+        """One class (0 unless given) as one-hot labels [n, c_dim] for a conditional generator, None for an
+        unconditional one (check_class says which classes exist)."""
         if not self.c_dim:
             return None
-        return torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long), self.c_dim).float().to(device)
+        return torch.nn.functional.one_hot(torch.full((n,), class_index, dtype=torch.long), self.c_dim).float().to(device)
+
+    def check_class(self, class_index: int, flag: str = "--class") -> None:
+        """A class to render or invert must be one of the model's; an unconditional model has none to choose."""
+        if class_index and not self.c_dim:
+            raise ConfigError(f"{flag} {class_index}: this model is unconditional (trained without labels)")
+        if self.c_dim and not 0 <= class_index < self.c_dim:
+            raise ConfigError(f"{flag} {class_index}: this model has {self.c_dim} classes (0-{self.c_dim - 1})")
 
     # ----------------------------------------------------------------------------------- latent -> planes
     def map(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, cond_angles: Optional[torch.Tensor] = None,

@@ -9,7 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from gan3d.data.blender import DONE, RenderSettings, asset_id, assemble, finished, list_assets, render_asset
+from gan3d.data.blender import (ASSET_EXTS, DONE, RenderSettings, asset_id, assemble, finished, list_assets,
+                               render_asset, skipped_files)
 from gan3d.errors import Gan3dError
 from gan3d.storage import cache_root, is_uri
 
@@ -32,6 +33,10 @@ def render_dataset(assets: str, dst: str, settings: RenderSettings, workers: Opt
     from gan3d.orchestrate.launch import _ensure_ray
 
     rels = list_assets(assets)
+    skipped = skipped_files(assets)
+    if skipped:
+        print(f"gan3d: skipped {len(skipped)} file(s) that are not assets gan3d renders ({', '.join(ASSET_EXTS)}): "
+              f"{', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}", flush=True)
     parts = parts_dir(dst)
     parts.mkdir(parents=True, exist_ok=True)
     todo = [r for r in rels if not finished(parts, r)]

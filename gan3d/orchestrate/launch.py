@@ -68,9 +68,11 @@ def _quiet_report_lines() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
-    """The dataset path, after checking it opens; the synthetic default is made (or reused) in the run dir."""
+def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, ExperimentConfig, list[str]]:
+    """The dataset path after checking it opens (the synthetic default is made, or reused, in the run dir), the
+    experiment with its class count settled against the data, and what the header should say about labels."""
     from gan3d.data import make_synthetic, open_dataset
+    from gan3d.data.dataset import resolve_labels
     from gan3d.training.loop import needs_poses
 
     d = cfg.dataset
@@ -80,8 +82,9 @@ def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> str:
             make_synthetic(path, d.synthetic_size, d.resolution, d.camera, d.synthetic_kind, seed=cfg.training.seed)
     else:
         path = d.path if config_mod.uri_scheme(d.path) else Path(d.path).expanduser().resolve()
-    open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)  # fail fast
-    return str(path)
+    ds = open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)  # fail fast
+    cfg, notes = resolve_labels(cfg, ds, str(path))
+    return str(path), cfg, notes
 
 
 def share_local_dataset(dataset: str, local_dir: Path, uri: Optional[str]) -> str:
@@ -153,6 +156,7 @@ def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float 
 
     if ray.is_initialized():
         return None
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own variable names a cluster too
     if address:
         check_reachable(address, timeout_s)
     elif owner_dir is not None:
@@ -163,13 +167,35 @@ def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float 
     if not verbose:
         quiet_ray(local=not address)
     env = storage_env()
-    ctx = ray.init(address=address or None, namespace=NAMESPACE, log_to_driver=True,
-                   logging_level=logging.INFO if verbose else logging.WARNING,
-                   runtime_env={"env_vars": env} if env else None)
+    port = None
+    if not address:  # Ray's own actors (Train's placement-group cleaner) find "their" cluster by RAY_ADDRESS,
+        port = free_port()  # else by scanning the machine, which fails beside another Ray: tell them which
+        env["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"  # the GCS listens on the node's address
+    previous = os.environ.get("RAY_GCS_SERVER_PORT")
+    try:
+        if port is not None:
+            os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # where the new cluster's GCS listens
+        ctx = ray.init(address=address or "local", namespace=NAMESPACE, log_to_driver=True,  # never a stray `ray start`
+                       logging_level=logging.INFO if verbose else logging.WARNING,
+                       runtime_env={"env_vars": env} if env else None)
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = previous
     if not address and owner_dir is not None:
         leftovers.record_local_ray(owner_dir)
     session = ctx.address_info.get("session_dir")
     return Path(session) / "logs" if session else None
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's choice)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def link_ray_logs(run_dir: Path, logs: Optional[Path]) -> Optional[Path]:
@@ -278,9 +304,9 @@ def _train(cfg: ExperimentConfig, storage: str, uri: Optional[str], out_dir: Pat
            address: Optional[str], verbose: bool, header: bool) -> RunResult:
     if address:  # an unreachable cluster is said before anything is made
         check_reachable(address, cfg.run.connect_timeout_s)
-    dataset = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
+    dataset, cfg, notes = prepare_dataset(cfg, run_dir)  # config and data problems surface before Ray starts
     if header:
-        for line in header_lines(cfg, uri or run_dir, dataset):
+        for line in header_lines(cfg, uri or run_dir, dataset) + [f"gan3d: {n}" for n in notes]:
             print(line, flush=True)
     if uri:
         RunMirror(run_dir, uri).pull([MetricsStore.FILE, "workers.jsonl"])  # the store's, not stale local copies
@@ -335,7 +361,19 @@ def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> li
             f"{resolve_precision(cfg.training.precision, torch.device('cuda' if r.gpus_per_worker > 0 else 'cpu'))}"
             + (", G's synthesis compiled (torch.compile: the first tick includes building it)" if cfg.training.compile
                else "")
-            + (", tri-plane lookup by gan3d's C++ kernel" if cfg.training.triplane_kernel else "")]
+            + (", tri-plane lookup by gan3d's C++ kernel" if cfg.training.triplane_kernel else "")] + [
+        f"gan3d: {note}" for note in config_notes(cfg)]
+
+
+def config_notes(cfg: ExperimentConfig) -> list[str]:
+    """Settings that do less than their names suggest, said in the header."""
+    g = cfg.model.generator
+    notes = []
+    if g.render.white_back and not g.bg.enabled:
+        notes.append("model.generator.render.white_back changes nothing here: without a background model "
+                     "(model.generator.bg.enabled) every ray ends opaque (its last interval is 1e10, as in the "
+                     "reference), so the model paints the background itself")
+    return notes
 
 
 def _run_id(run_dir: Path) -> str:

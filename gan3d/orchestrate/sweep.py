@@ -301,7 +301,10 @@ def _sweep(spec: Sweep, sweep_dir: Path, out, uri: Optional[str], address: Optio
     r = s.resources
     base = config_mod.set_values(base, {"run.workers": r.workers, "run.cpus_per_worker": r.cpus_per_worker,
                                         "run.gpus_per_worker": r.gpus_per_worker})
-    dataset = share_local_dataset(prepare_dataset(base, sweep_dir), sweep_dir, uri)
+    dataset, base, notes = prepare_dataset(base, sweep_dir)
+    for note in notes:
+        print(f"gan3d: {note}", flush=True)
+    dataset = share_local_dataset(dataset, sweep_dir, uri)
     _ensure_ray(address, verbose, base.run.connect_timeout_s, owner_dir=sweep_dir)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may

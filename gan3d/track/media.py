@@ -21,13 +21,6 @@ def image_grid(images: torch.Tensor, cols: int = 0) -> np.ndarray:
     return grid
 
 
-def orbit_angles(frames: int, yaw_mean: float, pitch_mean: float, yaw_range: float, pitch_range: float) -> torch.Tensor:
-    """[T, 3] cameras on an ellipse around the mean pose (the seed's 'front_circle')."""
-    t = torch.linspace(0, 2 * math.pi, frames + 1)[:-1]
-    return torch.stack([yaw_mean + yaw_range * torch.sin(t), pitch_mean + pitch_range * torch.cos(t),
-                        torch.zeros_like(t)], -1)
-
-
 @torch.no_grad()
 def orbit_frames(G, z: torch.Tensor, c, angles: torch.Tensor) -> torch.Tensor:
     """Render each latent from every camera: uint8 [T, 3, H, cols*W] (latents side by side)."""

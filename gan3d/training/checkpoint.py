@@ -44,14 +44,17 @@ class Counters:
 
 def write_checkpoint(directory: str | Path, cfg: ExperimentConfig, modules: dict[str, torch.nn.Module],
                      optimizers: dict[str, torch.optim.Optimizer], counters: Counters, rng_state: dict[str, Any],
-                     metrics: dict[str, float], dataset: str = "", extra_meta: Optional[dict] = None) -> Path:
-    """Write into `directory` via a temporary sibling and a rename, so a crash never leaves half a checkpoint."""
+                     metrics: dict[str, float], dataset: str = "", extra_meta: Optional[dict] = None,
+                     extra_state: Optional[dict[str, torch.Tensor]] = None) -> Path:
+    """Write into `directory` via a temporary sibling and a rename, so a crash never leaves half a checkpoint.
+    `extra_state`: tensors kept beside the networks (the trained views, render.views)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
     state = {f"model/{k}": m.state_dict() for k, m in modules.items()}
     state.update({f"optim/{k}": o.state_dict() for k, o in optimizers.items()})
     state["rng"] = rng_state
+    state.update(extra_state or {})
     with open(tmp / STATE, "wb") as f:  # through Python's file: a full disk is an OSError with its errno, not
         torch.save(state, f)            # torch's C++ stream's RuntimeError
     (tmp / CONFIG).write_text(config_mod.to_yaml(cfg))
@@ -308,11 +311,13 @@ def imported(source: Path) -> Path:
 
 
 def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multiplier: float = 1.0):
-    """G_ema (or G) from a checkpoint directory or a reference snapshot, in eval mode; ray_step_multiplier scales
-    the samples per ray."""
+    """G_ema (or G) from a checkpoint directory, a run directory (its best checkpoint) or a reference snapshot, in
+    eval mode, with the views it trained on; ray_step_multiplier scales the samples per ray."""
     from gan3d.nn import build_generator
 
-    ckpt = read_checkpoint(checkpoint)
+    from gan3d.render.views import TrainedViews
+
+    ckpt = read_checkpoint(best_checkpoint(checkpoint)[0])  # a run directory means its best checkpoint
     cfg = ckpt.cfg
     if ray_step_multiplier != 1.0:
         r = cfg.model.generator.render
@@ -320,4 +325,5 @@ def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multipli
                                           "model.generator.render.num_fine": round(r.num_fine * ray_step_multiplier)})
     G = build_generator(cfg)
     load_modules(ckpt, {"G_ema" if ema else "G": G})
+    G.trained_views = ckpt.state.get(TrainedViews.KEY)  # the dataset's poses it trained on, if it drew from them
     return G.eval().requires_grad_(False).to(device)

@@ -16,10 +16,11 @@ import torch.distributed as dist
 
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
-from gan3d.data.dataset import open_dataset, real_batches
+from gan3d.data.dataset import open_dataset, real_batches, resolve_labels
 from gan3d.metrics import evaluate, main_metric
 from gan3d.metrics.inception import weights_path
 from gan3d.nn import build_discriminator, build_generator, prepare_for_training
+from gan3d.render.views import TrainedViews, subsample
 from gan3d.training import schedules
 from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AdaStatistic, AugmentPipe
@@ -88,6 +89,14 @@ def pose_pool(dataset, c_dim: int) -> PosePool:
     return PosePool(torch.as_tensor(angles) if angles is not None else None, onehot)
 
 
+def trained_views(cfg: ExperimentConfig, pool: PosePool) -> TrainedViews:
+    """The views this run trains on: the dataset's poses when fakes draw from them, else the camera prior's."""
+    cam = cfg.dataset.camera
+    if cam.dist == "dataset" and pool.angles is not None:
+        return TrainedViews(subsample(pool.angles), "dataset", cam)
+    return TrainedViews.prior(cam)
+
+
 def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str,
                   storage_uri: Optional[str] = None, console: bool = True) -> dict:
     """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row.
@@ -106,12 +115,14 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     batch_per_worker = t.batch // world
     batch_gpu = t.batch_gpu or batch_per_worker
     num_accum = max(1, batch_per_worker // batch_gpu)
-    c_dim = cfg.dataset.c_dim if cfg.dataset.use_labels else 0
 
     # Data.
     dataset = open_dataset(dataset_path, cfg.dataset.resolution, cfg.dataset.mirror, cfg.dataset.use_labels,
                            needs_poses(cfg), cfg.dataset.max_size)
+    cfg, _ = resolve_labels(cfg, dataset, dataset_path)  # the driver said its notes; a direct call settles c_dim
+    c_dim = cfg.dataset.c_dim if cfg.dataset.use_labels else 0
     pool = pose_pool(dataset, c_dim)
+    views = trained_views(cfg, pool)
 
     # Networks: identical initial weights on every rank (same seed), then rank-specific randomness.
     torch.manual_seed(t.seed)
@@ -187,11 +198,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
         grid_z = torch.randn(cfg.logging.grid_size, G.cfg.z_dim, generator=grid_gen).to(device)
         grid_c = (torch.nn.functional.one_hot(torch.arange(cfg.logging.grid_size) % c_dim, c_dim).float().to(device)
                   if c_dim else None)
-        cam = cfg.dataset.camera
-        grid_angles = media.orbit_angles(cfg.logging.grid_size, cam.yaw_mean, cam.pitch_mean,
-                                         max(cam.yaw_std, 0.3), max(cam.pitch_std, 0.1) / 2).to(device)
-        video_angles = media.orbit_angles(cfg.logging.video_frames, cam.yaw_mean, cam.pitch_mean,
-                                          max(cam.yaw_std, 0.3), max(cam.pitch_std, 0.1) / 2).to(device)
+        grid_angles = views.grid(cfg.logging.grid_size).to(device)
+        video_angles = views.grid(cfg.logging.video_frames).to(device)
     health = HealthMonitor()
     if latest is not None and main in latest.metrics:
         health.best_swd = latest.metrics.get("swd", math.inf)
@@ -285,7 +293,8 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
                 if rank == 0 and (snapshot or halt):
                     ckpt_root = checkpoint_tmpdir()
                     ckpt_dir = write_checkpoint(ckpt_root / "ckpt", cfg, modules, optimizers, counters,
-                                                capture_rng(np_rng), last_metrics, dataset_path)
+                                                capture_rng(np_rng), last_metrics, dataset_path,
+                                                extra_state=views.stored())
                     numeric["checkpoint"] = row["checkpoint"] = 1.0
                 reported = dict(numeric)
                 if ckpt_dir is not None and main in last_metrics:
