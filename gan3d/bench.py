@@ -64,11 +64,16 @@ class BenchResult:
 
 def op_paths() -> dict:
     """The implementation every hot op takes."""
-    from gan3d.nn import layers
+    from gan3d.nn import layers, lean
 
     return {"modulated_conv": "batched conv (pytorch)" if layers.BATCHED_MODCONV else "reference grouped conv (pytorch)",
             "upfirdn2d": "strided depthwise conv (pytorch)" if layers.FAST_RESAMPLE else "reference upfirdn2d (pytorch)",
-            "fir_filters": "depthwise conv with its own transposed gradient (pytorch)", "bias_act": "pytorch", "triplane_sample": "grid_sample (pytorch)", "volume_integrate": "pytorch"}
+            "fir_filters": "depthwise conv with its own transposed gradient (pytorch)",
+            "bias_act": "lean (keeps its output only)" if lean.ENABLED else "pytorch",
+            "synthesis_layer": ("lean (one node keeping its input and output; eager only)" if lean.ENABLED
+                                else "pytorch ops"),
+            "triplane_sample": ("grid_sample, lean backward (keeps the positions only)" if lean.ENABLED
+                                else "grid_sample (pytorch)"), "volume_integrate": "pytorch"}
 
 
 FAST_PATHS = ("FAST_RESAMPLE", "BATCHED_MODCONV")  # switches in gan3d.nn.layers, each with a reference path

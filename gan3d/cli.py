@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--workers", type=at_least(1), default=1, help="also measure gloo scaling over N processes")
     p.add_argument("--plan", action="store_true", help="find the largest batch_gpu that fits memory")
+    p.add_argument("--memory", action="store_true", help="bytes saved for backward per image, by module and phase "
+                   "(and with PyTorch's own ops, for comparison)")
+    p.add_argument("--batch", type=at_least(1), default=2, help="images for --memory (its numbers are per image)")
     p.add_argument("--compare", action="store_true", help="reference ops vs fast paths, alternated in one run")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 

@@ -49,6 +49,19 @@ def _bench(args) -> int:
     from gan3d.config import load_config
 
     cfg = load_config(args.experiment, args.overrides)
+    if args.memory:
+        from gan3d.bench_memory import compare_lean
+
+        lean_run, plain_run = compare_lean(cfg, args.device, args.batch)
+        if args.json:
+            print(json.dumps({"lean": lean_run.phases, "pytorch_ops": plain_run.phases, "batch": args.batch,
+                              "peak_gb": lean_run.peak_gb}, indent=1))
+            return 0
+        print("\n".join(lean_run.lines()))
+        big, ref = lean_run.total(lean_run.largest), plain_run.total(plain_run.largest)
+        print(f"with PyTorch's own ops (gan3d.nn.lean off): {ref / 2**20:.2f} MiB per image in {plain_run.largest}; "
+              f"lean saves {ref / big:.2f}x less")
+        return 0
     if args.plan:
         plan = bench.plan_batch(cfg, args.device)
         print(json.dumps(plan, indent=1) if args.json else

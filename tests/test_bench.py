@@ -12,7 +12,7 @@ def test_bench_train_reports_throughput_shares_and_paths(smoke_cfg, capfd):
     assert "profiler_start" not in capfd.readouterr().err  # the profiler's C++ log lines stay off the terminal
     assert res.img_per_s > 0 and abs(res.sec_per_kimg - 1000 / res.img_per_s) < 1e-6
     assert res.peak_memory_gb > 0 and set(res.paths) >= {"modulated_conv", "upfirdn2d", "triplane_sample", "cpu_malloc"}
-    assert res.paths["triplane_sample"] == "grid_sample (pytorch)"  # training.triplane_kernel is off in the smoke run
+    assert res.paths["triplane_sample"].startswith("grid_sample")  # training.triplane_kernel is off in the smoke run
     assert set(res.shares) == set(bench.SCOPES) and abs(sum(res.shares.values()) - 1) < 1e-6
     assert res.shares["gan3d::generator"] > 0 and res.shares["gan3d::backward"] > 0
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gan3d.nn import lean
+
 LRELU_GAIN = math.sqrt(2)
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "reference": torch.float32, "bf16": torch.bfloat16}
@@ -32,6 +34,9 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, act: str = "line
         shape = [1] * x.ndim
         shape[dim] = -1
         x = x + b.reshape(shape)
+    if lean.active() and act in ("lrelu", "linear") and (act == "lrelu" or clamp):
+        g = (LRELU_GAIN if act == "lrelu" else 1.0) if gain is None else gain
+        return lean.act(x, 0.2 if act == "lrelu" else 1.0, g, clamp)  # keeps its output only
     if act == "lrelu":
         x = F.leaky_relu(x, 0.2)
         gain = LRELU_GAIN if gain is None else gain
@@ -185,7 +190,8 @@ class FullyConnected(nn.Module):
         if self.activation == "lrelu" and b is not None:
             # lrelu(y) * gain = lrelu(gain * y) for gain > 0: folding the gain into the (small) weight and bias makes
             # the bias part of the matmul (addmm) and saves two passes over the activations, forward and backward
-            return F.leaky_relu(F.linear(x, w * LRELU_GAIN, b * LRELU_GAIN), 0.2)
+            y = F.linear(x, w * LRELU_GAIN, b * LRELU_GAIN)
+            return lean.act(y) if lean.active() else F.leaky_relu(y, 0.2)
         return bias_act(F.linear(x, w), b, self.activation, dim=-1)
 
 
@@ -238,6 +244,11 @@ class ModulatedConv(nn.Module):
         styles = self.affine(code)  # [B, I]
         if not self.demodulate:  # equalized lr, folded into the styles (StyleGAN2 ToRGB)
             styles = styles / math.sqrt(self.weight[0].numel())
+        if lean.active() and BATCHED_MODCONV and not torch.is_autocast_enabled(x.device.type):
+            lrelu = self.activation == "lrelu"
+            return lean.modulated_conv_act(x, styles, self.weight, self.bias, noise, self.resample_filter,
+                                           self.demodulate, self.padding, self.up, 0.2 if lrelu else 1.0,
+                                           LRELU_GAIN if lrelu else 1.0, self.conv_clamp)
         x = modulated_conv2d(x, self.weight, styles, self.resample_filter, self.demodulate, self.padding, self.up, noise)
         act_gain = LRELU_GAIN if self.activation == "lrelu" else 1.0
         return bias_act(x, self.bias, self.activation, gain=act_gain, clamp=self.conv_clamp)
