@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from gan3d.errors import ConfigError
+from gan3d.metrics import to_uint8
 from gan3d.track import media
 
 VIS = ("front_grid", "video", "video_grid", "interp", "density", "geometry")
@@ -47,7 +48,7 @@ def _latents(G, seeds: Sequence[int]) -> torch.Tensor:
 
 
 def _to_uint8(img: torch.Tensor) -> torch.Tensor:
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    return to_uint8(img).cpu()
 
 
 def write_video(frames: torch.Tensor, path: Path, fps: int) -> Path:

@@ -283,7 +283,7 @@ def test_w_avg_is_tracked_on_the_d_phase_only(smoke_cfg):
 
 
 def test_each_rank_draws_its_own_noise_and_a_seed_reproduces_it():
-    from gan3d.training.loop import seed_streams
+    from gan3d.training.resume import seed_streams
     out = {}
     for rank in (0, 1):
         rng = seed_streams(7, rank, 0)

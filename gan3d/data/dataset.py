@@ -128,6 +128,19 @@ def open_dataset(path: str, resolution: Optional[int] = None, mirror: bool = Fal
     return ImageDataset(path, resolution, mirror, use_labels, need_poses, max_size)
 
 
+def needs_poses(cfg) -> bool:
+    """Whether an experiment reads the dataset's camera poses: fakes drawn from them, or a camera-conditioned
+    G or D."""
+    return (cfg.dataset.camera.dist == "dataset" or cfg.model.generator.camera_cond
+            or cfg.model.discriminator.camera_cond)
+
+
+def open_experiment_dataset(cfg, path: str):
+    """The dataset at `path` as experiment `cfg` trains on it (its resolution, mirroring, labels, poses, size)."""
+    d = cfg.dataset
+    return open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)
+
+
 def real_batches(dataset, batch: int, rank: int, world: int, seed: int, num_workers: int = 1,
                  start_epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Endless (images uint8 [B, 3, H, W], angles [B, 3], labels [B]) batches of this rank's shard."""

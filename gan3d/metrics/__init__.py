@@ -20,12 +20,27 @@ FAKES = {"fid2k_full": 2048, "fid50k_full": 50000, "kid2k_full": 2048, "kid50k_f
 _warned = False
 
 
+RANKING = ("fid50k_full", "fid2k_full", "swd")  # what ranks checkpoints, most trusted first
+
+
 def main_metric(metrics, inception_available: bool) -> Optional[str]:
     """The metric checkpoints are ranked by: the first FID when weights exist, else SWD."""
     for m in metrics:
         if m.startswith("fid") and inception_available:
             return m
     return "swd" if metrics else None
+
+
+def ranking_metric(cfg) -> Optional[str]:
+    """The metric a run of `cfg` ranks its checkpoints by (Ray Train's checkpoint score, a sweep's metric)."""
+    from gan3d.metrics.inception import weights_path
+
+    return main_metric(cfg.metrics.metrics, weights_path(cfg.metrics.inception_weights) is not None)
+
+
+def ranking_of_logged(seen) -> Optional[str]:
+    """The metric to rank a finished run's checkpoints by, from the metrics they logged."""
+    return next((m for m in RANKING if m in seen), None)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from typing import Optional
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import ConfigError, Gan3dError, no_space
+from gan3d.metrics import ranking_metric
 from gan3d.orchestrate import leftovers, lock
 from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
 from gan3d.track.store import MetricsStore
@@ -71,9 +72,8 @@ def _quiet_report_lines() -> None:
 def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, ExperimentConfig, list[str]]:
     """The dataset path after checking it opens (the synthetic default is made, or reused, in the run dir), the
     experiment with its class count settled against the data, and what the header should say about labels."""
-    from gan3d.data import make_synthetic, open_dataset
-    from gan3d.data.dataset import resolve_labels
-    from gan3d.training.loop import needs_poses
+    from gan3d.data import make_synthetic
+    from gan3d.data.dataset import open_experiment_dataset, resolve_labels
 
     d = cfg.dataset
     if not d.path:
@@ -82,7 +82,7 @@ def prepare_dataset(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, Experime
             make_synthetic(path, d.synthetic_size, d.resolution, d.camera, d.synthetic_kind, seed=cfg.training.seed)
     else:
         path = d.path if config_mod.uri_scheme(d.path) else Path(d.path).expanduser().resolve()
-    ds = open_dataset(str(path), d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)  # fail fast
+    ds = open_experiment_dataset(cfg, str(path))  # fail fast
     cfg, notes = resolve_labels(cfg, ds, str(path))
     return str(path), cfg, notes
 
@@ -171,6 +171,8 @@ def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float 
     if not address:  # Ray's own actors (Train's placement-group cleaner) find "their" cluster by RAY_ADDRESS,
         port = free_port()  # else by scanning the machine, which fails beside another Ray: tell them which
         env["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"  # the GCS listens on the node's address
+    elif "://" not in address and address not in ("auto", "local"):
+        env["RAY_ADDRESS"] = address  # a cluster's GCS (HOST:PORT), the same for its actors
     previous = os.environ.get("RAY_GCS_SERVER_PORT")
     try:
         if port is not None:
@@ -244,13 +246,6 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 
 def storage_env() -> dict:
     return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
-
-
-def ranking_metric(cfg: ExperimentConfig) -> Optional[str]:
-    from gan3d.metrics import main_metric
-    from gan3d.metrics.inception import weights_path
-
-    return main_metric(cfg.metrics.metrics, weights_path(cfg.metrics.inception_weights) is not None)
 
 
 def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callbacks=(), env: Optional[dict] = None,
@@ -342,14 +337,13 @@ def _train(cfg: ExperimentConfig, storage: str, uri: Optional[str], out_dir: Pat
 
 def header_lines(cfg: ExperimentConfig, run_dir: Path | str, dataset: str) -> list[str]:
     """The console header of a run: where it lives, what it reads, what it runs on, how big the networks are."""
-    from gan3d.data import open_dataset
     import torch
 
+    from gan3d.data.dataset import open_experiment_dataset
     from gan3d.nn import build_discriminator, build_generator, count_parameters, resolve_precision
-    from gan3d.training.loop import needs_poses
 
     d, r = cfg.dataset, cfg.run
-    ds = open_dataset(dataset, d.resolution, d.mirror, d.use_labels, needs_poses(cfg), d.max_size)
+    ds = open_experiment_dataset(cfg, dataset)
     poses = "yes" if getattr(ds, "has_poses", False) else "no"
     device = f"{r.gpus_per_worker:g} GPU" if r.gpus_per_worker > 0 else f"{r.cpus_per_worker:g} CPU"
     G, D = build_generator(cfg), build_discriminator(cfg)

@@ -147,7 +147,7 @@ def check(s: SweepSettings, base: ExperimentConfig) -> str:
                 config_mod.set_values(base, {key: v})
             except ConfigError as e:
                 raise ConfigError(f"{where}: space key '{key}': {e}") from None
-    from gan3d.orchestrate.launch import ranking_metric
+    from gan3d.metrics import ranking_metric
     metric = s.metric or ranking_metric(base) or "swd"
     reported = set(base.metrics.metrics) | set(TICK_METRICS) | {"kimg"}
     if any(m.startswith(("swd",)) for m in reported):

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gan3d.metrics import to_uint8
+
 
 def image_grid(images: torch.Tensor, cols: int = 0) -> np.ndarray:
     """uint8 [N, 3, H, W] -> uint8 [rows*H, cols*W, 3]."""
@@ -29,7 +31,7 @@ def orbit_frames(G, z: torch.Tensor, c, angles: torch.Tensor) -> torch.Tensor:
     frames = []
     for a in angles:
         img = G.render_planes(planes, ws, a[None].expand(len(z), -1).to(z.device))["image"]
-        img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+        img = to_uint8(img).cpu()
         frames.append(torch.cat(list(img), dim=-1))
     return torch.stack(frames)
 

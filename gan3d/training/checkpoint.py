@@ -195,7 +195,7 @@ def list_candidates(run_dir: Path) -> list[Path]:
 
 
 def capture_rng(np_rng: np.random.Generator) -> dict:
-    """The random streams of a training process (training.loop.seed_streams): torch's global generators and numpy's."""
+    """The random streams of a training process (training.resume.seed_streams): torch's global generators and numpy's."""
     state = {"torch": torch.get_rng_state(), "numpy": json.dumps(np_rng.bit_generator.state)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -225,6 +225,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Path, Optional[str]]:
     """A checkpoint dir as is; a run dir -> its best checkpoint by `metric` (default: the run's FID if it
     logged one, else SWD), or its latest when no checkpoint carries the metric. A URI is downloaded first."""
+    from gan3d.metrics import ranking_of_logged
     from gan3d.storage import resolve_local
 
     path = resolve_local(path)
@@ -244,7 +245,7 @@ def best_checkpoint(path: str | Path, metric: Optional[str] = None) -> tuple[Pat
             metas.append({})
     if metric is None:
         seen = {k for m in metas for k in m}
-        metric = next((m for m in ("fid50k_full", "fid2k_full", "swd") if m in seen), None)
+        metric = ranking_of_logged(seen)
     scored = sorted((m[metric], i) for i, m in enumerate(metas) if metric and m.get(metric) is not None
                     and math.isfinite(m[metric]))
     order = [ckpts[i] for _, i in scored] + [p for p in reversed(ckpts) if p not in {ckpts[i] for _, i in scored}]
