@@ -76,26 +76,33 @@ def op_paths() -> dict:
                                 else "grid_sample (pytorch)"), "volume_integrate": "pytorch"}
 
 
-FAST_PATHS = ("FAST_RESAMPLE", "BATCHED_MODCONV")  # switches in gan3d.nn.layers, each with a reference path
+FAST_PATHS = ("FAST_RESAMPLE", "BATCHED_MODCONV", "LEAN")  # each with a reference path: PyTorch's own ops
+
+
+def _fast_path(name: str, on: Optional[bool] = None) -> bool:
+    """Read (and with `on`, set) one fast path: a switch in gan3d.nn.layers, or gan3d.nn.lean's autograd functions."""
+    from gan3d.nn import layers, lean
+
+    if on is not None:
+        lean.use(on) if name == "LEAN" else setattr(layers, name, on)
+    return lean.ENABLED if name == "LEAN" else getattr(layers, name)
 
 
 def compare_fast_paths(cfg: ExperimentConfig, iters: int = 3, rounds: int = 2, device: str = "cpu") -> dict:
     """img/s with every fast path off ('reference'), with each one alone, and all on ('fast'), alternated
     round-robin in one process so drift of the machine hits every variant alike."""
-    from gan3d.nn import layers
-
     variants = {"reference": ()} | {f"only {p}": (p,) for p in FAST_PATHS} | {"fast": FAST_PATHS}
     rates: dict[str, list[float]] = {name: [] for name in variants}
-    saved = {p: getattr(layers, p) for p in FAST_PATHS}
+    saved = {p: _fast_path(p) for p in FAST_PATHS}
     try:
         for _ in range(rounds):
             for name, on in variants.items():
                 for p in FAST_PATHS:
-                    setattr(layers, p, p in on)
+                    _fast_path(p, p in on)
                 rates[name].append(bench_train(cfg, iters=iters, device=device, profile=False).img_per_s)
     finally:
         for p, v in saved.items():
-            setattr(layers, p, v)
+            _fast_path(p, v)
     med = {name: statistics.median(r) for name, r in rates.items()}
     return {"img_per_s": med, "speedup_vs_reference": {k: v / med["reference"] for k, v in med.items()}, "runs": rates}
 
@@ -106,7 +113,9 @@ def _peak_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _setup(cfg: ExperimentConfig, device: torch.device, batch: int):
+def build_gan(cfg: ExperimentConfig, device: torch.device, batch: int):
+    """G, D, augmentation, optimizers and phases of `cfg` on `device`, prepared as training prepares them, and
+    `batch` random reals at the prior's mean pose: what every benchmark times or measures."""
     torch.manual_seed(0)
     if device.type == "cuda":  # as the training loop runs
         torch.backends.cudnn.benchmark = True
@@ -134,7 +143,7 @@ def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: 
     t = cfg.training
     batch = batch or t.batch
     batch_gpu = t.batch_gpu or batch
-    parts, opts, phases, reals = _setup(cfg, dev, batch)
+    parts, opts, phases, reals = build_gan(cfg, dev, batch)
     micro = [Batch(i, a, c) for i, a, c in zip(reals.images.split(batch_gpu), reals.angles.split(batch_gpu),
                                                reals.labels.split(batch_gpu))]
     nimg = int(t.patch.anneal_kimg / 2 * 1000)  # mid-training patch scales
@@ -173,7 +182,7 @@ def _train_paths(cfg: ExperimentConfig, dev: torch.device) -> dict:
              "synthesis": "torch.compile (inductor)" if t.compile else "eager"}
     if t.triplane_kernel:
         paths["triplane_sample"] = "gan3d C++ kernel (training.triplane_kernel)"
-    if dev.type == "cpu":  # _setup applied it; applying it again changes nothing and returns what it does
+    if dev.type == "cpu":  # build_gan applied it; applying it again changes nothing and returns what it does
         paths["cpu_malloc"] = use_cpu_malloc(t.cpu_malloc)
     return paths
 
@@ -273,76 +282,5 @@ def bench_scaling(cfg: ExperimentConfig, workers: int, iters: int = 3) -> tuple[
     return rates[1], rates[1] / (workers * rates[0])
 
 
-def plan_batch(cfg: ExperimentConfig, device: str = "cpu", budget_gb: Optional[float] = None) -> dict:
-    """The largest per-worker micro-batch (batch_gpu) whose training step fits memory, and the accumulation
-    that keeps the total batch. CUDA: tried for real until out-of-memory; CPU: peak RSS against MemAvailable."""
-    dev = torch.device(device)
-    per_worker = cfg.training.batch // cfg.run.workers
-    if budget_gb is None:
-        if dev.type == "cuda":
-            budget_gb = torch.cuda.get_device_properties(dev).total_memory / 2**30 * 0.9
-        else:
-            with open("/proc/meminfo") as f:
-                info = dict(line.split(":", 1) for line in f)
-            budget_gb = int(info["MemAvailable"].split()[0]) / 2**20 * 0.8
-    best, tried = 0, {}
-    b = 1
-    while b <= per_worker:
-        if per_worker % b == 0:
-            try:
-                res = bench_train(cfg, iters=1, warmup=0, device=device, batch=b, profile=False)
-                tried[b] = res.peak_memory_gb
-                if res.peak_memory_gb > budget_gb:
-                    break
-                best = b
-            except torch.cuda.OutOfMemoryError:
-                break
-        b *= 2
-    return {"batch_gpu": best, "accumulation": per_worker // best if best else None, "budget_gb": budget_gb,
-            "peak_gb_by_batch": tried}
-
-
 def to_json(res: BenchResult) -> str:
     return json.dumps(asdict(res), indent=1)
-
-
-def bench_invert(cfg: ExperimentConfig, steps: int = 150, pti_steps: int = 100, images: int = 2,
-                 resolution: int = 0, seed: int = 5) -> dict:
-    """Inversion where the truth is known (issue 15's measure): images rendered by the experiment's generator
-    (freshly initialised, fixed seed) from known latents and cameras within the training distribution; each
-    mode's reconstruction PSNR, and the novel-view PSNR of the inverted latent at +-0.52 rad (30 degrees) yaw
-    against the true latent at the same cameras, beside the mean latent's (what knowing nothing gives)."""
-    from gan3d.inversion import InvertSettings, invert, render_ws
-    from gan3d.metrics.similarity import psnr
-
-    torch.manual_seed(0)
-    G = build_generator(cfg).eval().requires_grad_(False)
-    res = resolution or G.img_resolution
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(images, G.cfg.z_dim, generator=gen)
-    cam = G.camera
-    cams = torch.stack([torch.tensor([cam.yaw_mean + (0.3 if i % 2 else -0.3) * max(cam.yaw_std, 0.1),
-                                      cam.pitch_mean, 0.0]) for i in range(images)])
-    c = G.default_labels(images)
-    with torch.no_grad():
-        ws_true = G.map(z, c, cams)
-        targets = render_ws(G, ws_true, cams, res)
-    side = [torch.tensor([[d, 0.0, 0.0]]) for d in (-0.52, 0.52)]
-
-    def novel(Gx, ws, i):
-        with torch.no_grad():
-            return statistics.mean(float(psnr(render_ws(Gx, ws, cams[i:i + 1] + d, res),
-                                              render_ws(G, ws_true[i:i + 1], cams[i:i + 1] + d, res))) for d in side)
-
-    out = {"resolution": res, "images": images, "steps": steps, "pti_steps": pti_steps, "modes": {}}
-    with torch.no_grad():  # the mean w of the mapping network, from samples
-        zs = torch.randn(2000, G.cfg.z_dim, generator=gen)
-        mean_ws = G.map(zs, G.default_labels(2000), cams[:1].expand(2000, -1)).mean(0, keepdim=True)
-    out["mean_latent_novel_psnr"] = statistics.mean(novel(G, mean_ws, i) for i in range(images))
-    for mode in ("w", "wplus", "pti"):
-        t0 = time.perf_counter()
-        runs = invert(G, targets, cams, InvertSettings(mode=mode, steps=steps, pti_steps=pti_steps))
-        out["modes"][mode] = {"psnr": statistics.mean(r.metrics["psnr"] for r in runs),
-                              "novel_psnr": statistics.mean(novel(r.G, r.ws, i) for i, r in enumerate(runs)),
-                              "sec_per_image": (time.perf_counter() - t0) / images, "perceptual": runs[0].perceptual}
-    return out

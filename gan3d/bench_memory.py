@@ -1,4 +1,5 @@
-"""`gan3d bench --memory`: the bytes one training iteration saves for backward, per image, by module.
+"""`gan3d bench --memory` and `--plan`: the bytes one training iteration saves for backward, per image, by
+module; and the largest micro-batch that fits this device.
 
 Every tensor autograd saves passes `torch.autograd.graph.saved_tensors_hooks`' pack hook; each is charged to
 the module whose forward is running (forward hooks keep a stack), or, when no forward runs, to R1's double
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
+from gan3d import bench
 from gan3d.config import ExperimentConfig
 
 
@@ -96,11 +98,10 @@ def charged(names: dict[torch.nn.Module, str], keep: set[int], into: dict[str, f
 def saved_bytes(cfg: ExperimentConfig, device: str = "cpu", batch: int = 2) -> SavedBytes:
     """One training iteration of `cfg` at `batch` images (mid-training patch scales), each phase's saved bytes
     per image by module."""
-    from gan3d.bench import _setup
     from gan3d.training.phases import Batch, Progress, draw_fakes, phase_loss
 
     dev = torch.device(device)
-    parts, _, phases, reals = _setup(cfg, dev, batch)
+    parts, _, phases, reals = bench.build_gan(cfg, dev, batch)
     progress = Progress(int(cfg.training.patch.anneal_kimg / 2 * 1000), max(p.interval for p in phases))
     fakes = draw_fakes(parts, phases, batch, progress, dev)
     names = module_names(parts.G, parts.D)
@@ -140,3 +141,32 @@ def compare_lean(cfg: ExperimentConfig, device: str = "cpu", batch: int = 2) -> 
     finally:
         lean.use(was)
     return lean_run, plain_run
+
+
+def plan_batch(cfg: ExperimentConfig, device: str = "cpu", budget_gb: Optional[float] = None) -> dict:
+    """The largest per-worker micro-batch (batch_gpu) whose training step fits memory, and the accumulation
+    that keeps the total batch. CUDA: tried for real until out-of-memory; CPU: peak RSS against MemAvailable."""
+    dev = torch.device(device)
+    per_worker = cfg.training.batch // cfg.run.workers
+    if budget_gb is None:
+        if dev.type == "cuda":
+            budget_gb = torch.cuda.get_device_properties(dev).total_memory / 2**30 * 0.9
+        else:
+            with open("/proc/meminfo") as f:
+                info = dict(line.split(":", 1) for line in f)
+            budget_gb = int(info["MemAvailable"].split()[0]) / 2**20 * 0.8
+    best, tried = 0, {}
+    b = 1
+    while b <= per_worker:
+        if per_worker % b == 0:
+            try:
+                res = bench.bench_train(cfg, iters=1, warmup=0, device=device, batch=b, profile=False)
+                tried[b] = res.peak_memory_gb
+                if res.peak_memory_gb > budget_gb:
+                    break
+                best = b
+            except torch.cuda.OutOfMemoryError:
+                break
+        b *= 2
+    return {"batch_gpu": best, "accumulation": per_worker // best if best else None, "budget_gb": budget_gb,
+            "peak_gb_by_batch": tried}

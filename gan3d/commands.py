@@ -63,7 +63,9 @@ def _bench(args) -> int:
               f"lean saves {ref / big:.2f}x less")
         return 0
     if args.plan:
-        plan = bench.plan_batch(cfg, args.device)
+        from gan3d.bench_memory import plan_batch
+
+        plan = plan_batch(cfg, args.device)
         print(json.dumps(plan, indent=1) if args.json else
               f"gan3d: largest batch_gpu that fits {plan['budget_gb']:.1f} GB: {plan['batch_gpu']} "
               f"(accumulation {plan['accumulation']}); peak GB by batch {plan['peak_gb_by_batch']}")
@@ -75,7 +77,9 @@ def _bench(args) -> int:
             for name, rate in cmp["img_per_s"].items()))
         return 0
     if args.mode == "invert":
-        inv = bench.bench_invert(cfg)
+        from gan3d.inversion_quality import measure_inversion
+
+        inv = measure_inversion(cfg)
         print(json.dumps(inv, indent=1) if args.json else "\n".join(
             [f"gan3d: inversion of {inv['images']} renders of known latents at {inv['resolution']} px "
              f"({inv['steps']} + {inv['pti_steps']} steps); the mean latent's novel views: "
@@ -187,9 +191,9 @@ def _invert(args) -> int:
     kwargs = dict(settings=settings, camera=_numbers(args.camera, "--camera", 2), poses=args.poses,
                   crop=_numbers(args.crop, "--crop", 4, int), resolution=args.resolution)
     if args.workers > 1 or args.address:
-        from gan3d.orchestrate.launch import _ensure_ray
+        from gan3d.orchestrate.runtime import ensure_ray
 
-        _ensure_ray(args.address)
+        ensure_ray(args.address)
         rows = invert_on_ray(args.checkpoint, images, args.out, max(args.workers, 1), **kwargs)
     else:
         rows = invert_files(args.checkpoint, images, args.out, **kwargs)

@@ -66,7 +66,8 @@ def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: I
 
     from gan3d.render.views import ellipse
     from gan3d.track import media
-    from gan3d.visualize import _to_uint8, density_grid, surface, write_ply, write_video
+    from gan3d.metrics import to_uint8
+    from gan3d.visualize import density_grid, surface, write_ply, write_video
 
     out.mkdir(parents=True, exist_ok=True)
     G = inv.G
@@ -76,13 +77,13 @@ def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: I
     (out / "camera.json").write_text(json.dumps({**report, "fitted": settings.fit_camera,
                                                  "fov_fitted": settings.fit_fov}, indent=1))
     files = [out / "latent.npz", out / "camera.json",
-             media.save_png(media.image_grid(_to_uint8(inv.target)), out / "target.png"),
-             media.save_png(media.image_grid(_to_uint8(inv.reconstruction)), out / "reconstruction.png")]
+             media.save_png(media.image_grid(to_uint8(inv.target).cpu()), out / "target.png"),
+             media.save_png(media.image_grid(to_uint8(inv.reconstruction).cpu()), out / "reconstruction.png")]
     yaw, pitch = float(inv.angles[0, 0]), float(inv.angles[0, 1])
     path = ellipse(frames, yaw, pitch, 0.35, 0.12)
     with torch.no_grad():
         planes = G.synthesis(inv.ws, "const")
-        video = torch.cat([_to_uint8(G.render_planes(planes, inv.ws, a[None], inv.target.shape[-1])["image"])
+        video = torch.cat([to_uint8(G.render_planes(planes, inv.ws, a[None], inv.target.shape[-1])["image"]).cpu()
                            for a in path])
         cube = 2 * G.cfg.render.cube_scale
         sigma = density_grid(G, None, mesh_resolution, cube, ws=inv.ws)

@@ -2,7 +2,6 @@
 geometry (density grid -> MRC volume, marching cubes -> PLY / OBJ meshes) of a trained generator."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional, Sequence
 

@@ -36,14 +36,37 @@ def synthetic_zip(tmp_path_factory, smoke_cfg):
     return make_synthetic(tmp_path_factory.mktemp("data") / "syn.zip", 48, 32, smoke_cfg.dataset.camera, seed=1)
 
 
+def _start_ray():
+    import ray
+
+    ctx = ray.init(address="local", num_cpus=4, namespace="gan3d", include_dashboard=True, log_to_driver=False)
+    os.environ["GAN3D_TEST_DASHBOARD"] = f"http://{ctx.dashboard_url}"
+    os.environ["GAN3D_TEST_RAY_ADDRESS"] = ctx.address_info["gcs_address"]  # for subprocess drivers
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session (dashboard on: Train's cleanup needs the state API)."""
+def _ray_for_the_session():
+    """Shuts the shared local Ray down when the session ends (whichever test started it last)."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_session(_ray_for_the_session):
+    """One local Ray shared by the test modules that need one (dashboard on: Train's cleanup needs the state API),
+    started by the first of them, and again after a module that shut it down (the multi-node modules do, to run
+    their own cluster without a third Ray on a 2-core machine): module order does not matter."""
     import ray
 
     if not ray.is_initialized():
-        ctx = ray.init(num_cpus=4, namespace="gan3d", include_dashboard=True, log_to_driver=False)
-        os.environ["GAN3D_TEST_DASHBOARD"] = f"http://{ctx.dashboard_url}"
-        os.environ["GAN3D_TEST_RAY_ADDRESS"] = ctx.address_info["gcs_address"]  # for subprocess drivers
-    yield ray
-    ray.shutdown()
+        _start_ray()
+    return ray
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers)."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from gan3d import bench
+from gan3d.bench_memory import plan_batch
 from conftest import SMOKE
 
 
@@ -22,9 +23,9 @@ def test_bench_cli_generate_json_and_plan():
                           "--json"], capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
     assert data["mode"] == "generate" and data["img_per_s"] > 0
-    plan = bench.plan_batch(__import__("gan3d").load_config(SMOKE), budget_gb=1e6)
+    plan = plan_batch(__import__("gan3d").load_config(SMOKE), budget_gb=1e6)
     assert plan["batch_gpu"] == 8 and plan["accumulation"] == 1
-    assert bench.plan_batch(__import__("gan3d").load_config(SMOKE), budget_gb=1e-6)["batch_gpu"] == 0
+    assert plan_batch(__import__("gan3d").load_config(SMOKE), budget_gb=1e-6)["batch_gpu"] == 0
 
 
 def test_fast_paths_equal_the_reference_ops_on_random_inputs():

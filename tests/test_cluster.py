@@ -8,6 +8,8 @@ import yaml
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
+
 CLUSTER = ROOT / "cluster"
 
 

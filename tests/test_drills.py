@@ -15,6 +15,8 @@ from gan3d.track.wandb_reader import find_run_file, history
 from gan3d.training.checkpoint import CheckpointError, list_candidates, read_checkpoint
 from conftest import SMOKE, TINY
 
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
+
 LONG = [*TINY, "training.kimg=50", "training.snap_kimg=100", "training.metric_kimg=100", "training.image_kimg=100"]
 
 

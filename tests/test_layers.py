@@ -1,7 +1,7 @@
 """Imports flow one way through gan3d's layers (every import, including those inside functions).
 
     config, errors, draws -> render -> storage -> data -> nn -> metrics, track -> training
-        -> evaluate, visualize, bench, bench_memory, report, inversion, invert_files -> orchestrate -> cli -> the package's API (gan3d/__init__)
+        -> evaluate, visualize, bench, bench_memory, report, inversion, inversion_quality, invert_files -> orchestrate -> cli -> the package's API (gan3d/__init__)
 
 render (pure camera, ray, tri-plane and volume functions) sits under data because datasets use the same
 camera convention (the synthetic scenes are ray-traced with it, EG3D poses are converted into it).
@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LAYERS = [("config", "errors", "draws"), ("render",), ("storage",), ("data",), ("nn",), ("metrics", "track"), ("training",),
-          ("evaluate", "visualize", "bench", "bench_memory", "report", "inversion", "invert_files"), ("orchestrate",), ("cli", "commands")]
+          ("evaluate", "visualize", "bench", "bench_memory", "report", "inversion", "inversion_quality", "invert_files"), ("orchestrate",), ("cli", "commands")]
 RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
 API = len(LAYERS)  # gan3d/__init__.py
 
@@ -49,3 +49,14 @@ def test_every_package_module_has_a_layer():
     names = {p.stem if p.is_file() else p.name for p in (ROOT / "gan3d").iterdir()
              if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())}
     assert names <= set(RANK), names - set(RANK)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A leading underscore means: this module's own. Another module that needs it gets a public name."""
+    private = []
+    for path in sorted((ROOT / "gan3d").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gan3d"):
+                private += [f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}"
+                            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not private, "\n".join(private)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gan3d.nn import lean, layers
 from gan3d.render import triplane

@@ -17,6 +17,8 @@ from gan3d.errors import ConfigError
 from gan3d.storage import RunMirror, filesystem, local_copy
 from conftest import SMOKE, TINY
 
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):

@@ -18,6 +18,8 @@ from gan3d.track.wandb_reader import find_run_file, run_info
 from gan3d.training.checkpoint import read_checkpoint
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
+
 SWEEP = ROOT / "experiments" / "sweeps" / "smoke.yaml"
 FAST = ["training.kimg=0.064", "training.tick_kimg=0.016", "training.snap_kimg=0.032", "training.metric_kimg=0.016",
         "training.image_kimg=1", "metrics.num_fakes=16", "dataset.synthetic_size=48", "logging.grid_size=4",

@@ -21,6 +21,8 @@ from gan3d.track.wandb_reader import find_run_file, history
 from gan3d.training.checkpoint import read_checkpoint
 from conftest import SMOKE, TINY
 
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
+
 
 def tiny(*extra):
     return load_config(SMOKE, TINY + list(extra))
@@ -89,16 +91,22 @@ def test_rerun_resumes_at_the_right_kimg_with_two_workers(first_run):
     assert len(read_metrics(res.run_dir)) == len(df)
 
 
-def _train_worker_pids():
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if (d / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
-                    pids.append(int(d.name))
-            except OSError:
-                pass
-    return pids
+def _train_worker_pids(run_dir: Path) -> list[int]:
+    """The pids of this run's Ray Train workers, as the run records them (workers.jsonl), never by process
+    name: another run's workers on the machine are not this test's to kill."""
+    lines = (run_dir / "workers.jsonl").read_text().splitlines() if (run_dir / "workers.jsonl").exists() else []
+    return [w["pid"] for w in json.loads(lines[-1])["workers"]] if lines else []
+
+
+def _until(condition, timeout: float, what: str):
+    """Poll `condition` until it holds (returns its value) or `timeout` seconds pass (fails naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"not within {timeout:g} s: {what}")
 
 
 def test_killed_worker_is_survived(ray_session, tmp_path):
@@ -108,12 +116,13 @@ def test_killed_worker_is_survived(ray_session, tmp_path):
     thread = threading.Thread(target=lambda: box.update(res=gan3d.train(cfg, out=str(tmp_path), name="kill")))
     thread.start()
     snapshot = tmp_path / "kill" / "checkpoint_manager_snapshot.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (snapshot.exists() and '"checkpoint_' in snapshot.read_text()):
-        time.sleep(0.5)
-    time.sleep(2.5)  # let the controller register a checkpoint beyond the first
-    pids = _train_worker_pids()
-    assert pids, "no Ray Train worker found"
+    def registered() -> int:
+        try:
+            return len(json.loads(snapshot.read_text())["checkpoint_results"])
+        except (OSError, ValueError, KeyError):
+            return 0
+    _until(lambda: registered() >= 2, 240, "the controller registers a checkpoint beyond the first")
+    pids = _until(lambda: _train_worker_pids(tmp_path / "kill"), 60, "the run records its worker")
     killed_at = read_metrics(tmp_path / "kill")["kimg"].max()
     os.kill(pids[0], signal.SIGKILL)
     thread.join(timeout=300)
@@ -171,7 +180,7 @@ def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(ray_session, 
 def test_no_secret_reaches_a_log_or_file(ray_session, tmp_path):
     """Credentials set for the driver appear nowhere in Ray's session directory or the run directory."""
     import secrets as _secrets
-    from gan3d.orchestrate.launch import SECRET_ENV
+    from gan3d.orchestrate.runtime import SECRET_ENV
 
     dummies = {k: f"g3dummy{_secrets.token_hex(8)}" for k in SECRET_ENV}
     address = ray_session.get_runtime_context().gcs_address

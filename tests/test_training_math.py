@@ -14,7 +14,7 @@ from gan3d.nn.layers import minibatch_std
 from gan3d.training import losses, schedules
 from gan3d.training.augment import AugmentPipe
 from gan3d.training.patches import extract_patches, sample_patches, sample_scales
-from gan3d.training.phases import (Batch, Fakes, GanParts, PosePool, Progress, adam_settings, draw_fakes,
+from gan3d.training.phases import (Batch, GanParts, PosePool, Progress, adam_settings, draw_fakes,
                                    make_optimizers, make_phases, phase_loss, run_phase, training_step)
 
 

@@ -30,7 +30,7 @@ def render_dataset(assets: str, dst: str, settings: RenderSettings, workers: Opt
     import ray
     from tqdm import tqdm
 
-    from gan3d.orchestrate.launch import _ensure_ray
+    from gan3d.orchestrate.runtime import ensure_ray
 
     rels = list_assets(assets)
     skipped = skipped_files(assets)
@@ -45,7 +45,7 @@ def render_dataset(assets: str, dst: str, settings: RenderSettings, workers: Opt
           flush=True)
     failed: dict[str, str] = {}
     if todo:
-        _ensure_ray(address)
+        ensure_ray(address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         concurrency = max(1, min(workers or cpus, len(todo)))
         per_task = max(1, cpus // concurrency)  # Cycles' threads per render

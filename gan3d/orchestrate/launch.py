@@ -8,8 +8,6 @@ and mirrored to the URI after every tick (gan3d.storage).
 """
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -20,10 +18,11 @@ from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
 from gan3d.errors import ConfigError, Gan3dError, no_space
 from gan3d.metrics import ranking_metric
-from gan3d.orchestrate import leftovers, lock
+from gan3d.orchestrate import lock
 from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
 from gan3d.track.store import MetricsStore
-from gan3d.training.session import NAMESPACE, STOP_ACTOR_PREFIX
+from gan3d.orchestrate.runtime import check_reachable, ensure_ray, link_ray_logs, worker_env
+from gan3d.training import stop as stop_flags
 
 
 @dataclass
@@ -106,111 +105,6 @@ def check_batch(cfg: ExperimentConfig, workers: int) -> None:
                           f"per-worker batch {per_worker} (training.batch / workers)")
 
 
-def quiet_ray(local: bool) -> None:
-    """Keep Ray's and Ray Train's own INFO lines off the console (they stay in Ray's session logs): Train's
-    print patch would tee every worker print to stderr a second time; a local single-machine run has no
-    node preemption to watch for (its watcher logs an error-level line at start); Ray's notice that it uses
-    the token it found is dropped (its warning when auth is *off* still shows)."""
-    import logging
-
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    if local:
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-
-        class _TokenOnNotice(logging.Filter):
-            def filter(self, record):
-                return "Token authentication is enabled" not in record.getMessage()
-
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TokenOnNotice())
-
-
-def check_reachable(address: str, timeout_s: float) -> None:
-    """One clear line, within `timeout_s`, when nothing listens at a cluster address (Ray itself retries for
-    ever, printing 'Failed to connect to GCS' every ~40 s)."""
-    import socket
-
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1]  # ray://HOST:PORT (client) or HOST:PORT (GCS)
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address {address!r}: expected HOST:PORT of the Ray head (GCS port, default 6379)")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except OSError as e:
-        why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or type(e).__name__)
-        raise Gan3dError(f"--address {address}: no Ray cluster answers there ({why} after at most {timeout_s:g} s); "
-                         f"check that the head node runs (`ray status --address {hostport}`) and that port {port} "
-                         f"is reachable from this machine (run.connect_timeout_s sets the wait)") from None
-
-
-def _ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float = 30.0,
-                owner_dir: Optional[Path] = None) -> Optional[Path]:
-    """Start (or join) Ray unless this process already has; returns Ray's log directory. A local Ray started
-    for `owner_dir` (a run or sweep dir) is recorded there, and what an earlier killed driver's local Ray left
-    running is stopped first (gan3d.orchestrate.leftovers)."""
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return None
-    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own variable names a cluster too
-    if address:
-        check_reachable(address, timeout_s)
-    elif owner_dir is not None:
-        stopped = leftovers.stop_leftovers(owner_dir)
-        if stopped:
-            print(f"gan3d: stopped {stopped} process(es) of the local Ray an earlier, killed run of {owner_dir} "
-                  "left running", flush=True)
-    if not verbose:
-        quiet_ray(local=not address)
-    env = storage_env()
-    port = None
-    if not address:  # Ray's own actors (Train's placement-group cleaner) find "their" cluster by RAY_ADDRESS,
-        port = free_port()  # else by scanning the machine, which fails beside another Ray: tell them which
-        env["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"  # the GCS listens on the node's address
-    elif "://" not in address and address not in ("auto", "local"):
-        env["RAY_ADDRESS"] = address  # a cluster's GCS (HOST:PORT), the same for its actors
-    previous = os.environ.get("RAY_GCS_SERVER_PORT")
-    try:
-        if port is not None:
-            os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # where the new cluster's GCS listens
-        ctx = ray.init(address=address or "local", namespace=NAMESPACE, log_to_driver=True,  # never a stray `ray start`
-                       logging_level=logging.INFO if verbose else logging.WARNING,
-                       runtime_env={"env_vars": env} if env else None)
-    finally:
-        if previous is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        else:
-            os.environ["RAY_GCS_SERVER_PORT"] = previous
-    if not address and owner_dir is not None:
-        leftovers.record_local_ray(owner_dir)
-    session = ctx.address_info.get("session_dir")
-    return Path(session) / "logs" if session else None
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the kernel's choice)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
-def link_ray_logs(run_dir: Path, logs: Optional[Path]) -> Optional[Path]:
-    """run_dir/ray_logs -> this Ray session's log directory (Ray's and Ray Train's own lines live there)."""
-    if logs is None:
-        return None
-    link = run_dir / "ray_logs"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(logs, target_is_directory=True)
-    return link
-
-
 def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=None, name=None) -> ExperimentConfig:
     """Apply the command-line level settings to the config and check the batch split."""
     values = {k: v for k, v in (("run.workers", workers), ("run.gpus_per_worker", gpus_per_worker),
@@ -220,32 +114,6 @@ def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=N
     cfg = config_mod.set_values(cfg, values) if values else cfg
     check_batch(cfg, cfg.run.workers)
     return cfg
-
-
-def worker_env(cfg: ExperimentConfig) -> dict:
-    from gan3d.track.wandb_run import resolve_mode
-
-    env = {"WANDB_MODE": resolve_mode(cfg.logging), "PYTHONUNBUFFERED": "1",
-           # prints reach the console once, through Ray's log forwarding (Train's patch would tee them to stderr)
-           "RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")}
-    for key in ("GAN3D_INCEPTION_WEIGHTS", "GAN3D_CACHE", "WANDB_DIR"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    return {**env, **storage_env()}
-
-
-# What pyarrow's S3 / GCS filesystems read and is not secret: forwarded from the driver, so the Train controller
-# (which writes the checkpoint snapshot) and the workers reach the same bucket and endpoint as the driver.
-STORAGE_ENV = ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-               "GOOGLE_APPLICATION_CREDENTIALS")
-# Never forwarded: Ray writes a runtime environment's variables in plain text to its agent log. A local cluster
-# started by gan3d inherits them from the driver's environment anyway; on a cluster, each node brings its own
-# (instance roles, the nodes' environment, ~/.aws, `wandb login`).
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY")
-
-
-def storage_env() -> dict:
-    return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
 
 
 def make_trainer(cfg: ExperimentConfig, storage: Path | str, dataset: str, callbacks=(), env: Optional[dict] = None,
@@ -309,29 +177,25 @@ def _train(cfg: ExperimentConfig, storage: str, uri: Optional[str], out_dir: Pat
 
     import ray
 
-    link = link_ray_logs(run_dir, _ensure_ray(address, verbose, cfg.run.connect_timeout_s, owner_dir=run_dir))
+    link = link_ray_logs(run_dir, ensure_ray(address, verbose, cfg.run.connect_timeout_s, owner_dir=run_dir))
     if header and link is not None and not verbose:
         print(f"gan3d: Ray's own log lines: {link} (--verbose shows them here)", flush=True)
-    stop_flag = _stop_flag(cfg.run.name)
+    stop_flag = stop_flags.start_flag(cfg.run.name)
     trainer = make_trainer(cfg, storage if uri else out_dir, dataset, local_dir=run_dir, verbose=verbose)
-    previous = _install_stop_handlers(stop_flag)
+    previous = stop_flags.install_stop_handlers(stop_flag)
     try:
         result = fit_keeping_signals(trainer)
-        fatal = _fatal_error(stop_flag)
+        fatal = stop_flags.fatal_error(stop_flag)
     except Exception as e:  # Ray Train's controller writes into the run dir too: a full disk there is not retried
         if no_space(e) is None:
             raise
         from gan3d.training.checkpoint import storage_full
         raise storage_full(e, None, run_dir if not uri else None) from None
     finally:
-        _restore_handlers(previous)
+        stop_flags.restore_handlers(previous)
         ray.kill(stop_flag)
     if fatal:  # not transient: said once, no retries; the checkpoints stay as they were
-        from gan3d import errors
-
-        kind, message = fatal
-        cls = getattr(errors, kind, Gan3dError)
-        raise (cls if isinstance(cls, type) and issubclass(cls, Gan3dError) else Gan3dError)(message)
+        raise fatal.exception()
     return _run_result(result, uri or run_dir, ranking_metric(cfg), cfg.training.kimg)
 
 
@@ -376,51 +240,6 @@ def _run_id(run_dir: Path) -> str:
     return f"{run_dir.name[:40]}-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
 
 
-def _stop_flag(run_name: str):
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class StopFlag:
-        """The driver's word to the workers (stop after this step) and theirs to it (an error no retry fixes)."""
-
-        def __init__(self):
-            self.value, self.message = False, None
-
-        def set(self):
-            self.value = True
-
-        def is_set(self) -> bool:
-            return self.value
-
-        def fail(self, kind: str, message: str):
-            self.value, self.message = True, (kind, message)
-
-        def error(self):
-            return self.message
-
-    name = STOP_ACTOR_PREFIX + run_name
-    try:
-        ray.kill(ray.get_actor(name, namespace=NAMESPACE))  # a leftover from an interrupted driver
-    except ValueError:
-        pass
-    # On the driver's node: the flag must outlive the loss of any worker node (a 0-CPU actor lands anywhere,
-    # and one on a node that died took the run down with it in the two-node test).
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return StopFlag.options(name=name, namespace=NAMESPACE, scheduling_strategy=here).remote()
-
-
-def _fatal_error(stop_flag):
-    """(kind, message) a worker left on the stop flag, or None; a flag lost with its node holds no error."""
-    import ray
-
-    try:
-        return ray.get(stop_flag.error.remote(), timeout=30)
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-        return None
-
-
 def fit_keeping_signals(trainer):
     """trainer.fit() on a helper thread, the main thread waiting. On the main thread Ray Train installs its own
     SIGINT handler over gan3d's (data_parallel_trainer._register_sigint_handler), which aborts the run without a
@@ -441,31 +260,6 @@ def fit_keeping_signals(trainer):
     if "error" in box:
         raise box["error"]
     return box["result"]
-
-
-def _install_stop_handlers(stop_flag):
-    """First Ctrl-C / SIGTERM: the workers finish the step, checkpoint and stop. A second one aborts."""
-    state = {"count": 0}
-
-    def handler(signum, frame):
-        state["count"] += 1
-        if state["count"] > 1:
-            raise KeyboardInterrupt
-        print("gan3d: stopping after the current step and writing a checkpoint (again to abort)", flush=True)
-        stop_flag.set.remote()
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (e.g. inside a Tune trainable)
-            pass
-    return previous
-
-
-def _restore_handlers(previous: dict) -> None:
-    for sig, h in previous.items():
-        signal.signal(sig, h)
 
 
 def _checkpoint_path(ckpt, run_dir: Path | str) -> Path | str:

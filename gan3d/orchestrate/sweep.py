@@ -282,7 +282,7 @@ def sweep(spec: Sweep | str, overrides=(), address: Optional[str] = None, resume
     tables and every trial's tick lines besides gan3d's trial table."""
     if not isinstance(spec, Sweep):
         spec = load_sweep(spec, overrides)
-    s, base, metric = spec.settings, spec.base, spec.metric
+    s = spec.settings
     uri = join(s.out, s.name) if is_uri(s.out) else None
     out = s.out if uri else Path(s.out).expanduser().resolve()
     sweep_dir = _local_dir(uri) if uri else out / s.name  # with a URI: this machine's working copy
@@ -295,7 +295,8 @@ def _sweep(spec: Sweep, sweep_dir: Path, out, uri: Optional[str], address: Optio
            verbose: bool) -> SweepResult:
     import ray
 
-    from gan3d.orchestrate.launch import _ensure_ray, prepare_dataset, share_local_dataset
+    from gan3d.orchestrate.launch import prepare_dataset, share_local_dataset
+    from gan3d.orchestrate.runtime import ensure_ray
 
     s, base, metric = spec.settings, spec.base, spec.metric
     r = s.resources
@@ -305,7 +306,7 @@ def _sweep(spec: Sweep, sweep_dir: Path, out, uri: Optional[str], address: Optio
     for note in notes:
         print(f"gan3d: {note}", flush=True)
     dataset = share_local_dataset(dataset, sweep_dir, uri)
-    _ensure_ray(address, verbose, base.run.connect_timeout_s, owner_dir=sweep_dir)
+    ensure_ray(address, verbose, base.run.connect_timeout_s, owner_dir=sweep_dir)
     fit = sweep_spec.trials_that_fit(s, ray.cluster_resources())
     # PBT / PB2 copy checkpoints between trials: Tune keeps every one it was handed, because a trial may
     # exploit another's checkpoint after that trial has moved on (Tune's num_to_keep deleted them under PBT).

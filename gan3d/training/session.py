@@ -16,9 +16,8 @@ import torch
 import torch.distributed as dist
 
 from gan3d.training.checkpoint import LoadedCheckpoint, read_checkpoint
+from gan3d.training.stop import FatalError, StopFlagClient
 
-STOP_ACTOR_PREFIX = "gan3d-stop-"
-NAMESPACE = "gan3d"  # named actors of gan3d live here, whatever namespace the driver uses
 
 
 class LocalSession:
@@ -75,8 +74,7 @@ class RaySession:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
-        self._stop_actor = None
-        self._stop_name = STOP_ACTOR_PREFIX + run_name
+        self._stop = StopFlagClient(run_name)
         self._progress_bar = progress_bar
 
     def load_latest(self) -> Optional[LoadedCheckpoint]:
@@ -103,44 +101,19 @@ class RaySession:
                 "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
                 "device": str(self.device)}
 
-    def _flag(self):
-        import ray
-
-        if self._stop_actor is None:
-            self._stop_actor = ray.get_actor(self._stop_name, namespace=NAMESPACE)
-        return self._stop_actor
-
-    def fatal_error(self) -> Optional[str]:
+    def fatal_error(self) -> Optional[FatalError]:
         """The error an earlier attempt of this run hit that no restart can fix (bad data, config, checkpoint)."""
-        import ray
-
-        try:
-            return ray.get(self._flag().error.remote(), timeout=10)
-        except Exception:  # no driver flag (a job submitted without one), or it is gone: nothing recorded
-            return None
+        return self._stop.error()
 
     def report_fatal(self, error: Exception) -> bool:
         """Tell the driver; False when there is no driver flag to tell (a sweep trial, a submitted job)."""
-        import ray
-
-        try:
-            ray.get(self._flag().fail.remote(type(error).__name__, str(error)), timeout=10)
-            return True
-        except Exception:
-            return False
+        return self._stop.fail(error)
 
     def should_stop(self) -> bool:
         """Rank 0 asks the driver's stop flag; the answer is broadcast so every rank stops at the same step."""
-        import ray
-
         flag = torch.zeros(1, device=self.device)  # NCCL broadcasts CUDA tensors only
         if self.rank == 0:
-            try:
-                flag[0] = float(ray.get(self._flag().is_set.remote(), timeout=10))
-            except (ValueError, ray.exceptions.GetTimeoutError):
-                pass  # no driver flag (e.g. a job submitted without one): never stop early
-            except ray.exceptions.RayActorError:  # the flag's node died: a stop flag must not stop training
-                self._stop_actor = None
+            flag[0] = float(self._stop.is_set())
         if self.world > 1 and dist.is_initialized():
             dist.broadcast(flag, src=0)
         return bool(flag[0])

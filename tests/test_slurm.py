@@ -3,7 +3,7 @@ locally in its own process group and end the whole group on SIGTERM (what SLURM'
 script starts a token-auth Ray head on its job's own ports and temp dir, runs a one-trial gan3d sweep
 against it, and on exit ends only the processes of its own steps.
 
-Runs after tests/test_zz_multinode.py has shut the session's local Ray down (module order)."""
+It shuts the session's shared local Ray down first, as tests/test_multinode.py does (any order)."""
 import os
 import random
 import shutil
@@ -17,6 +17,9 @@ import yaml
 
 import pyarrow.parquet as pq
 from conftest import ROOT
+import pytest
+
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
 
 SRUN = """#!/bin/bash
 # stand-in for srun: drop the options, run the step locally in its own session; SIGTERM ends the whole step
@@ -55,6 +58,9 @@ def _ours(tmp: str) -> list[psutil.Process]:
 
 
 def test_slurm_script_runs_a_sweep_on_its_own_ray_and_tears_down_only_that(tmp_path):
+    import ray
+
+    ray.shutdown()  # the shared local Ray, if running: see the module docstring
     script = ROOT / "cluster" / "slurm" / "gan3d-sweep.sbatch"
     commands = [ln for ln in script.read_text().splitlines() if not ln.lstrip().startswith("#")]
     assert not any("ray stop" in ln for ln in commands)  # it would stop every Ray on a shared node

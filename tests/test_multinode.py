@@ -3,8 +3,8 @@
 over both nodes, and a run submitted through the Jobs API that loses the second node mid-run and finishes from
 its last checkpoint.
 
-The file name makes it run last: it shuts the session's own Ray down first, because two Ray instances on one
-host make Ray Train's placement-group cleaner give up ("Found multiple active Ray instances").
+It shuts the session's shared local Ray down first (three Ray instances would crowd a 2-core machine; the next
+test that needs the shared one starts it again: tests/conftest.py), so it runs in any order.
 """
 import json
 import os
@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SMOKE
+
+pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m 'not slow'` skips them
 
 RUN = ["training.tick_kimg=0.032", "training.snap_kimg=0.064", "training.metric_kimg=0.32", "training.image_kimg=10",
        "metrics.num_fakes=32", "dataset.synthetic_size=64", "logging.grid_size=4", "logging.video_frames=4",
@@ -104,7 +106,7 @@ class LoopbackCluster:
 def cluster():
     import ray
 
-    ray.shutdown()  # the session's local Ray: see the module docstring
+    ray.shutdown()  # the shared local Ray, if running: see the module docstring
     c = LoopbackCluster()
     try:
         c.start_head(num_cpus=2)
