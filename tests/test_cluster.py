@@ -64,12 +64,12 @@ def test_kuberay_manifests_parse_as_rays_autoscaler_reads_them():
 
 
 def test_slurm_script_is_valid_bash_and_starts_nodes_with_token_auth():
-    """Syntax and node commands; tests/test_zz_slurm.py runs it against stand-ins for srun and scontrol."""
+    """Syntax and node commands; tests/test_slurm.py runs it against stand-ins for srun and scontrol."""
     script = CLUSTER / "slurm" / "gan3d-sweep.sbatch"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
     assert "ray start --head" in text and "ray start --address" in text and "gan3d sweep" in text
-    assert "RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN_PATH" in text  # as tests/test_zz_multinode.py starts nodes
+    assert "RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN_PATH" in text  # as tests/test_multinode.py starts nodes
 
 
 def test_jobs_api_submit_status_and_logs(ray_session):

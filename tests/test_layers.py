@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LAYERS = [("config", "errors", "draws"), ("render",), ("storage",), ("data",), ("nn",), ("metrics", "track"), ("training",),
-          ("evaluate", "visualize", "bench", "bench_memory", "report", "inversion", "inversion_quality", "invert_files"), ("orchestrate",), ("cli", "commands")]
+          ("evaluate", "visualize", "bench", "bench_memory", "report", "inversion", "inversion_quality", "invert_files"), ("orchestrate",), ("cli",)]
 RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
 API = len(LAYERS)  # gan3d/__init__.py
 

@@ -30,6 +30,22 @@ def resolve_mode(cfg: LoggingConfig) -> str:
     return "offline"
 
 
+def log_job(job_type: str, out_dir: str | Path, config: dict, rows: list[dict]) -> None:
+    """One W&B run for a job outside training (an inversion batch): a history row per item, a Path value logged
+    as an image captioned by the row's `caption`. Offline unless W&B is configured online."""
+    mode = resolve_mode(LoggingConfig())
+    if mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(project=LoggingConfig().project, job_type=job_type, dir=str(out_dir), config=config, mode=mode)
+    for row in rows:
+        caption = row.get("caption", "")
+        run.log({k: wandb.Image(str(v), caption=caption) if isinstance(v, Path) else v
+                 for k, v in row.items() if k != "caption"})
+    run.finish()
+
+
 def logged_kimg(run_dir: Path) -> set[float]:
     """kimg of every history row in the run dir's W&B files, every attempt's (rounded to 1e-6)."""
     from gan3d.track.wandb_reader import history
