@@ -176,6 +176,8 @@ def test_bad_sweeps_fail_before_any_trial(tmp_path):
         load_sweep(write_sweep(tmp_path, "c", space={"training.gamma": {"grid": [0.1, -1]}}))
     with pytest.raises(ConfigError, match=r"metric 'fid50k' is never reported"):
         load_sweep(write_sweep(tmp_path, "d", metric="fid50k", space={"training.gamma": {"grid": [0.1]}}))
+    with pytest.raises(ConfigError, match=r"sweep 'w': key 'training.batch' = 8 .* workers \(resources.workers = 3\)"):
+        load_sweep(write_sweep(tmp_path, "w", space={"training.gamma": {"grid": [0.1]}}, resources={"workers": 3}))
     s = load_sweep(write_sweep(tmp_path, "e", space={"training.gamma": {"grid": [0.1]}},
                                resources={"workers": 4, "cpus_per_worker": 2}))
     with pytest.raises(ConfigError, match=r"a trial needs 8.01 CPUs and 0 GPUs .* cluster has 4 CPUs"):

@@ -8,6 +8,7 @@ import torch
 from gan3d import config as config_mod
 from gan3d.config import PatchConfig
 from gan3d.draws import RandomDraws
+from gan3d.errors import ConfigError
 from gan3d.nn import Patch, build_discriminator, build_generator
 from gan3d.nn.grid_sample_gradfix import grid_sample
 from gan3d.nn.layers import minibatch_std
@@ -68,7 +69,7 @@ def test_discrete_uniform_picks_from_the_support_the_annealed_minimum_allows():
     assert set(np.unique(sample_scales(1000, cfg, 0.0, draws(0)))) == {1.0}  # only max_scale at the start
     assert set(np.unique(sample_scales(1000, cfg, 60.0, draws(0)))) == {1.0}  # min scale 0.55 still > 0.25
     assert set(np.unique(sample_scales(1000, cfg, 100.0, draws(0)))) == {0.25, 1.0}
-    with pytest.raises(config_mod.ConfigError, match="discrete_support.*max_scale"):
+    with pytest.raises(ConfigError, match="discrete_support.*max_scale"):
         config_mod.load_config(None, ["training.patch.distribution=discrete_uniform",
                                       "training.patch.discrete_support=[0.25,0.5]"])
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 from gan3d import config as config_mod
 from gan3d.config import ExperimentConfig
-from gan3d.errors import ConfigError, Gan3dError, no_space
+from gan3d.errors import Gan3dError, no_space
 from gan3d.metrics import ranking_metric
 from gan3d.orchestrate import lock
 from gan3d.storage import RunMirror, is_uri, join, upload, with_scheme
@@ -94,17 +94,6 @@ def share_local_dataset(dataset: str, local_dir: Path, uri: Optional[str]) -> st
     return upload(dataset, join(uri, Path(dataset).name))
 
 
-def check_batch(cfg: ExperimentConfig, workers: int) -> None:
-    t = cfg.training
-    if t.batch % workers:
-        raise ConfigError(f"key 'training.batch' = {t.batch} is not allowed: expected a multiple of the "
-                          f"number of workers ({workers})")
-    per_worker = t.batch // workers
-    if t.batch_gpu and (per_worker % t.batch_gpu or t.batch_gpu > per_worker):
-        raise ConfigError(f"key 'training.batch_gpu' = {t.batch_gpu} is not allowed: expected a divisor of the "
-                          f"per-worker batch {per_worker} (training.batch / workers)")
-
-
 def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=None, name=None) -> ExperimentConfig:
     """Apply the command-line level settings to the config and check the batch split."""
     values = {k: v for k, v in (("run.workers", workers), ("run.gpus_per_worker", gpus_per_worker),
@@ -112,7 +101,7 @@ def resolve_run(cfg: ExperimentConfig, workers=None, gpus_per_worker=None, out=N
     if not (name or cfg.run.name):
         values["run.name"] = "run"
     cfg = config_mod.set_values(cfg, values) if values else cfg
-    check_batch(cfg, cfg.run.workers)
+    config_mod.check_batch(cfg, cfg.run.workers)
     return cfg
 
 

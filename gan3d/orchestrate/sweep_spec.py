@@ -62,19 +62,16 @@ class Sweep:
 SWEEP_KEYS = tuple(f.name for f in fields(SweepSettings))
 
 
-def _merge(base, other, source: str):
-    return config_mod.merge(base, other, source, schema=SweepSettings())
-
-
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     """Sweep file <- overrides: keys of the sweep schema go to the sweep, others to the base experiment."""
     path = Path(path)
-    settings = _merge(OmegaConf.structured(SweepSettings), config_mod.read_yaml(path, "sweep"), str(path))
+    settings = config_mod.merge(OmegaConf.structured(SweepSettings), config_mod.read_yaml(path, "sweep"), str(path),
+                                SweepSettings())
     experiment_overrides = []
     for item in overrides:
         key = item.split("=", 1)[0]
         if key.split(".")[0] in SWEEP_KEYS and "=" in item:
-            settings = _merge(settings, OmegaConf.from_dotlist([item]), f"override '{item}'")
+            settings = config_mod.apply_overrides(settings, [item], schema=SweepSettings())
         else:
             experiment_overrides.append(item)
     s: SweepSettings = OmegaConf.to_object(settings)
@@ -160,9 +157,10 @@ def check(s: SweepSettings, base: ExperimentConfig) -> str:
         if weights_path(base.metrics.inception_weights) is None:
             raise ConfigError(f"{where}: metric '{metric}': {missing_message().rsplit(';', 1)[0]}; "
                               f"provide the weights or sweep on metric: swd")
-    workers = s.resources.workers
-    if base.training.batch % workers:
-        raise ConfigError(f"{where}: resources.workers {workers} does not divide training.batch {base.training.batch}")
+    try:
+        config_mod.check_batch(base, s.resources.workers, "resources.workers")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return metric
 
 
