@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 import gan3d
 from gan3d.errors import CheckpointError
 from gan3d.training.checkpoint import read_checkpoint
-from gan3d.training.snapshot import read_snapshot
+from gan3d.training.snapshot_pickle import read_snapshot
 from conftest import ROOT, TINY
 from test_parity import FIXTURES, TOL, _maxabs
 
@@ -316,7 +316,8 @@ def test_easydicts_under_every_module_path_read_as_dicts(tmp_path, module):
 
 
 def test_the_report_says_the_optimizers_were_not_imported(snapshot):
-    from gan3d.training.snapshot import OptimizerState, convert_snapshot
+    from gan3d.training.snapshot import convert_snapshot
+    from gan3d.training.snapshot_pickle import OptimizerState
     path, marker = snapshot
     snap = read_snapshot(path)
     assert isinstance(snap["G_opt"], OptimizerState) and snap["G_opt"].class_name == "Adam"
