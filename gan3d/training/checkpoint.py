@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 from gan3d import config as config_mod
@@ -192,21 +191,6 @@ def list_candidates(run_dir: Path) -> list[Path]:
     """Every checkpoint-like directory of a run, whole or not."""
     return sorted(p for pattern in ("checkpoint_*", "checkpoints/checkpoint_*") for p in Path(run_dir).glob(pattern)
                   if p.is_dir())
-
-
-def capture_rng(np_rng: np.random.Generator) -> dict:
-    """The random streams of a training process (training.resume.seed_streams): torch's global generators and numpy's."""
-    state = {"torch": torch.get_rng_state(), "numpy": json.dumps(np_rng.bit_generator.state)}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng(state: dict, np_rng: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-    np_rng.bit_generator.state = json.loads(state["numpy"])
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -21,10 +21,10 @@ from gan3d.render.views import TrainedViews, subsample
 from gan3d.training import schedules
 from gan3d.training.allocator import use_cpu_malloc
 from gan3d.training.augment import AdaStatistic, AugmentPipe
-from gan3d.training.checkpoint import Counters, capture_rng, storage_full, write_checkpoint
+from gan3d.training.checkpoint import Counters, storage_full, write_checkpoint
 from gan3d.training.health import HealthMonitor
 from gan3d.training.phases import Batch, GanParts, PosePool, Progress, make_optimizers, make_phases, training_step
-from gan3d.training.resume import resume
+from gan3d.training.resume import capture_rng, resume
 from gan3d.training.session import checkpoint_tmpdir, record_placement
 from gan3d.training.sink import Sink, TickStats, all_mean
 

@@ -2,6 +2,7 @@
 what it loads from it, and every random stream it continues with. One seeding scheme, per rank and step."""
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from gan3d.config import ExperimentConfig
 from gan3d.errors import CheckpointError
 from gan3d.training import schedules
 from gan3d.training.checkpoint import (Counters, LoadedCheckpoint, load_modules, newest_valid, read_checkpoint,
-                                       restore_rng, stray_checkpoints)
+                                       stray_checkpoints)
 
 
 def seed_streams(seed: int, rank: int, step: int) -> np.random.Generator:
@@ -25,6 +26,21 @@ def seed_streams(seed: int, rank: int, step: int) -> np.random.Generator:
     seq = np.random.SeedSequence([seed, rank, step])
     torch.manual_seed(int(seq.generate_state(1)[0]))
     return np.random.default_rng(seq)
+
+
+def capture_rng(np_rng: np.random.Generator) -> dict:
+    """The random streams of a training process (training.resume.seed_streams): torch's global generators and numpy's."""
+    state = {"torch": torch.get_rng_state(), "numpy": json.dumps(np_rng.bit_generator.state)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    np_rng.bit_generator.state = json.loads(state["numpy"])
 
 
 @dataclass
