@@ -32,15 +32,15 @@ def load_generator(checkpoint, device="cpu", ema: bool = True, ray_step_multipli
 
 def export_mesh(G, seed: int, out, resolution: int = 128, cube_size=None, level=None):
     """Density of one seed to an MRC volume and marching-cubes PLY / OBJ meshes; returns their paths."""
-    from gan3d.visualize import export_mesh as _export
+    from gan3d.tools.visualize import export_mesh as _export
     return _export(G, seed, out, resolution, cube_size, level)
 
 
 def invert(G, images, cameras, settings=None, **kwargs):
     """Photos [N, 3, R, R] in [-1, 1] seen from cameras [N, 3] -> one Inversion each (latent ws, camera,
-    reconstruction, metrics, and for mode 'pti' the tuned generator); settings: gan3d.inversion.InvertSettings
+    reconstruction, metrics, and for mode 'pti' the tuned generator); settings: gan3d.tools.inversion.InvertSettings
     or its fields as keywords (mode='wplus', steps=300, ...)."""
-    from gan3d.inversion import InvertSettings, invert as _invert
+    from gan3d.tools.inversion import InvertSettings, invert as _invert
     return _invert(G, images, cameras, settings or InvertSettings(**kwargs))
 
 

@@ -3,8 +3,8 @@ import json
 import subprocess
 import sys
 
-from gan3d import bench
-from gan3d.bench_memory import plan_batch
+from gan3d.tools import bench
+from gan3d.tools.bench_memory import plan_batch
 from conftest import SMOKE
 
 

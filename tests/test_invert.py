@@ -10,7 +10,7 @@ import torch
 
 import gan3d
 from gan3d.config import load_config
-from gan3d.inversion import render_ws
+from gan3d.tools.inversion import render_ws
 from gan3d.metrics.similarity import psnr
 from gan3d.nn import build_discriminator, build_generator
 from gan3d.track import media
@@ -128,7 +128,7 @@ def test_bad_inputs_are_one_line(known, tmp_path):
 
 
 def test_images_of_any_size_are_cropped_composited_and_resized(tmp_path):
-    from gan3d.inversion import load_image
+    from gan3d.tools.inversion import load_image
 
     rgba = np.zeros((20, 30, 4), np.uint8)
     rgba[:, 5:25, :3] = 255  # the centred 20x20 square is white; columns 0-4 and 25-29 are black
@@ -145,7 +145,7 @@ def test_images_of_any_size_are_cropped_composited_and_resized(tmp_path):
 def test_inversion_quality_on_known_latents_ranks_the_modes():
     """`gan3d bench --mode invert`'s measure: each mode beats the mean latent on novel views, PTI (which also tunes
     G) reconstructs better than W alone."""
-    from gan3d.inversion_quality import measure_inversion
+    from gan3d.tools.inversion_quality import measure_inversion
 
     q = measure_inversion(load_config(SMOKE), steps=5, pti_steps=3)
     assert set(q["modes"]) == {"w", "wplus", "pti"} and q["resolution"] == 32

@@ -1,7 +1,7 @@
 """Imports flow one way through gan3d's layers (every import, including those inside functions).
 
     config, errors, draws -> render -> storage -> data -> nn -> metrics, track -> training
-        -> evaluate, visualize, bench, bench_memory, report, inversion, inversion_quality, invert_files -> orchestrate -> cli -> the package's API (gan3d/__init__)
+        -> tools (evaluate, visualize, bench, report, inversion, ...) -> orchestrate -> cli -> the package's API (gan3d/__init__)
 
 render (pure camera, ray, tri-plane and volume functions) sits under data because datasets use the same
 camera convention (the synthetic scenes are ray-traced with it, EG3D poses are converted into it).
@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import ROOT
 
 LAYERS = [("config", "errors", "draws"), ("render",), ("storage",), ("data",), ("nn",), ("metrics", "track"), ("training",),
-          ("evaluate", "visualize", "bench", "bench_memory", "report", "inversion", "inversion_quality", "invert_files"), ("orchestrate",), ("cli",)]
+          ("tools",), ("orchestrate",), ("cli",)]
 RANK = {name: i for i, group in enumerate(LAYERS) for name in group}
 API = len(LAYERS)  # gan3d/__init__.py
 

@@ -122,7 +122,7 @@ def test_the_triplane_lookup_keeps_no_planes_and_matches_grid_sample(plain):
 
 
 def test_bench_memory_reports_per_module_and_lean_saves_at_least_half(smoke_cfg):
-    from gan3d.bench_memory import saved_bytes
+    from gan3d.tools.bench_memory import saved_bytes
 
     lean_run = saved_bytes(smoke_cfg, batch=2)
     lean.use(False)

@@ -20,7 +20,7 @@ from gan3d.data.convert import convert
 from gan3d.data.dataset import resolve_labels
 from gan3d.draws import seeded
 from gan3d.errors import ConfigError, DatasetError
-from gan3d.inversion import camera_report
+from gan3d.tools.inversion import camera_report
 from gan3d.nn import build_discriminator, build_generator
 from gan3d.render.cameras import sample_camera_angles, wrap_yaw
 from gan3d.render.views import TrainedViews, subsample

@@ -47,7 +47,7 @@ def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session,
     tags = run_info(find_run_file(res.best_run_dir))["tags"]
     assert any(t.startswith("gamma=") for t in tags)
     # the comparison report of the sweep: table of the 4 trials, metric vs each swept knob, parallel coordinates
-    from gan3d.report import write_html
+    from gan3d.tools.report import write_html
     page = write_html([res.sweep_dir], tmp_path / "sweep.html").read_text()
     for needle in ("final swd vs training.gamma", "final swd vs training.patch.beta_end", "parallel coordinates",
                    "swept:training.gamma"):

@@ -41,7 +41,7 @@ def run(args) -> int:
 
 
 def _memory(cfg, args) -> int:
-    from gan3d.bench_memory import compare_lean
+    from gan3d.tools.bench_memory import compare_lean
 
     lean_run, plain_run = compare_lean(cfg, args.device, args.batch)
     if args.json:
@@ -56,7 +56,7 @@ def _memory(cfg, args) -> int:
 
 
 def _plan(cfg, args) -> int:
-    from gan3d.bench_memory import plan_batch
+    from gan3d.tools.bench_memory import plan_batch
 
     plan = plan_batch(cfg, args.device)
     print(json.dumps(plan, indent=1) if args.json else
@@ -66,7 +66,7 @@ def _plan(cfg, args) -> int:
 
 
 def _compare(cfg, args) -> int:
-    from gan3d.bench import compare_fast_paths
+    from gan3d.tools.bench import compare_fast_paths
 
     cmp = compare_fast_paths(cfg, args.iters, device=args.device)
     print(json.dumps(cmp, indent=1) if args.json else "\n".join(
@@ -76,7 +76,7 @@ def _compare(cfg, args) -> int:
 
 
 def _invert(cfg, args) -> int:
-    from gan3d.inversion_quality import measure_inversion
+    from gan3d.tools.inversion_quality import measure_inversion
 
     inv = measure_inversion(cfg)
     print(json.dumps(inv, indent=1) if args.json else "\n".join(
@@ -89,7 +89,7 @@ def _invert(cfg, args) -> int:
 
 
 def _throughput(cfg, args) -> int:
-    from gan3d import bench
+    from gan3d.tools import bench
 
     res = (bench.bench_generate(cfg, args.iters, args.device) if args.mode == "generate"
            else bench.bench_train(cfg, args.iters, args.warmup, args.device))

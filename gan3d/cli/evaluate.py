@@ -18,9 +18,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gan3d.evaluate import evaluate_run
+    from gan3d.tools.evaluate import evaluate_run
     from gan3d.metrics import protocol_line
 
+    if args.workers > 1:
+        from gan3d.orchestrate.runtime import ensure_ray
+
+        ensure_ray(None)
     res = evaluate_run(args.path, [m for m in args.metrics.split(",") if m], args.data, args.mirror,
                        args.num_fakes, args.workers)
     print(res.table())

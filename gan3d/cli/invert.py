@@ -37,8 +37,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from dataclasses import asdict
 
-    from gan3d.invert_files import expand_images, invert_files, invert_on_ray
-    from gan3d.inversion import InvertSettings
+    from gan3d.tools.invert_files import expand_images, invert_files, invert_on_ray
+    from gan3d.tools.inversion import InvertSettings
 
     out_dir(args.out)
     settings = InvertSettings(mode=args.mode, steps=args.steps, pti_steps=args.pti_steps, fit_camera=args.fit_camera,

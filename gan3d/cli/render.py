@@ -31,7 +31,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from gan3d.errors import ConfigError
     from gan3d.training.checkpoint import best_checkpoint, load_generator
-    from gan3d.visualize import VIS, parse_seeds, render
+    from gan3d.tools.visualize import VIS, parse_seeds, render
 
     if args.vis not in VIS:  # fail before loading anything
         raise ConfigError(f"--vis {args.vis!r}: expected one of {', '.join(VIS)}")

@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gan3d.report import wandb_report, write_html
+    from gan3d.tools.report import wandb_report, write_html
 
     out = write_html(args.paths, out_file(args.out), args.metric)
     print(f"gan3d: wrote {out}")

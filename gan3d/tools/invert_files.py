@@ -1,6 +1,6 @@
 """`gan3d invert` on files: images and cameras in, one folder of outputs per image (latent, camera,
 reconstruction, orbit video, mesh, metrics, and for PTI a gan3d checkpoint of the tuned generator), in this
-process or spread over Ray workers. The fitting itself is gan3d.inversion."""
+process or spread over Ray workers. The fitting itself is gan3d.tools.inversion."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gan3d.errors import ConfigError
-from gan3d.inversion import (RESIZE_FILTER, InvertSettings, Inversion, noise_layers, camera_report, invert,
+from gan3d.tools.inversion import (RESIZE_FILTER, InvertSettings, Inversion, noise_layers, camera_report, invert,
                              load_image)
 
 
@@ -67,7 +67,7 @@ def write_outputs(inv: Inversion, out: Path, source: Optional[Path], settings: I
     from gan3d.render.views import ellipse
     from gan3d.track import media
     from gan3d.metrics import to_uint8
-    from gan3d.visualize import density_grid, surface, write_ply, write_video
+    from gan3d.tools.visualize import density_grid, surface, write_ply, write_video
 
     out.mkdir(parents=True, exist_ok=True)
     G = inv.G

@@ -33,7 +33,8 @@ class EvalResult:
 
 def ray_generator(ckpt_dir: Path, workers: int, cfg, pool):
     """generate_fn for metrics.evaluate that splits the images over `workers` Ray tasks (each loads G_ema), every
-    chunk conditioned on the same dataset entries (`pool`, metrics.conditioning) and seeded by its position."""
+    chunk conditioned on the same dataset entries (`pool`, metrics.conditioning) and seeded by its position.
+    Ray is the caller's (the CLI connects with gan3d.orchestrate.runtime.ensure_ray)."""
     import ray
 
     from gan3d.metrics import generate
@@ -43,8 +44,6 @@ def ray_generator(ckpt_dir: Path, workers: int, cfg, pool):
         return generate(load_generator(ckpt_dir), count, cfg, "cpu", seed=seed, pool=pool)
 
     def generate_fn(n: int, seed: int) -> torch.Tensor:
-        if not ray.is_initialized():
-            ray.init(namespace="gan3d")
         size = math.ceil(n / workers)
         return torch.cat(ray.get([chunk.remote(min(size, n - i), seed * 100003 + i) for i in range(0, n, size)]))
 

@@ -8,7 +8,7 @@ import time
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.inversion import InvertSettings, invert, render_ws
+from gan3d.tools.inversion import InvertSettings, invert, render_ws
 from gan3d.metrics.similarity import psnr
 from gan3d.nn import build_generator
 

@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from gan3d import bench
+from gan3d.tools import bench
 from gan3d.config import ExperimentConfig
 
 
