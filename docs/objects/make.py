@@ -3,6 +3,7 @@
     python docs/objects/make.py assets WORK           # the meshes, as two class folders
     python docs/objects/make.py render WORK [--light neutral|studio]
     python docs/objects/make.py train WORK [--light ...] [overrides ...]
+    python docs/objects/make.py compare WORK          # the lights at equal kimg: silhouettes, whatever the light
     python docs/objects/make.py pictures WORK [--light ...]
 
 Needs Blender's Python module (pip install -e '.[render]') for `assets` and `render`. The meshes are the sample
@@ -26,7 +27,9 @@ MESHES = {"creatures": {"bunny.obj": "bunny.obj", "cow.obj": "cow.obj"},
 
 
 def gan3d(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "gan3d.cli", *args], check=True)
+    rc = subprocess.run([sys.executable, "-m", "gan3d.cli", *args]).returncode
+    if rc:
+        raise SystemExit(rc)  # gan3d has said why in one line
 
 
 def assets(work: Path) -> Path:
@@ -84,6 +87,44 @@ def pictures(work: Path, light: str) -> None:
     (HERE / f"swd_{light}.json").write_text(json.dumps(curve))
 
 
+LIGHTS = ("neutral", "studio")
+
+
+def silhouettes(images):
+    """uint8 [N, 3, H, W] -> [N, 3, H, W] in [-1, 1]: -1 where the pixel is darker than the white background."""
+    fg = images.min(dim=1, keepdim=True).values < 245
+    return (1 - 2 * fg.float()).expand(-1, 3, -1, -1)
+
+
+def compare(work: Path, n: int = 512) -> None:
+    """Shape learned, whatever the light: the SWD of the silhouettes of n fakes of each run's latest checkpoint
+    against those of n reals of its own dataset, and the fraction of the frame the objects cover; beside it,
+    each run's image SWD relative to its first measurement (image SWDs of two datasets do not compare)."""
+    import pyarrow.parquet as pq
+
+    from gan3d.data.dataset import open_experiment_dataset
+    from gan3d.metrics import conditioning, generate, real_images
+    from gan3d.metrics.swd import swd
+    from gan3d.training.checkpoint import list_checkpoints, load_generator, read_checkpoint
+
+    out = {}
+    for light in LIGHTS:
+        run = work / "runs" / f"objects64_{light}"
+        ckpt = list_checkpoints(run)[-1]
+        cfg, kimg = read_checkpoint(ckpt).cfg, read_checkpoint(ckpt).counters.cur_nimg / 1000
+        data = open_experiment_dataset(cfg, str(dataset(work, light)))
+        reals = real_images(data, n, seed=0)
+        fakes = generate(load_generator(ckpt), n, cfg, "cpu", seed=0, pool=conditioning(data))
+        curve = [(r["kimg"], r["swd"]) for r in pq.read_table(run / "metrics.parquet").to_pylist()
+                 if r.get("swd") is not None]
+        out[light] = {"kimg": kimg, "silhouette_swd": swd(silhouettes(reals), silhouettes(fakes))["swd"],
+                      "coverage_real": float((silhouettes(reals)[:, 0] < 0).float().mean()),
+                      "coverage_fake": float((silhouettes(fakes)[:, 0] < 0).float().mean()),
+                      "swd_curve": curve, "swd_relative_to_first": [v / curve[0][1] for _, v in curve]}
+        print(light, json.dumps(out[light]), flush=True)
+    (HERE / "lights.json").write_text(json.dumps(out, indent=1))
+
+
 def _frames(video: Path) -> list:
     import imageio.v2 as imageio
     from PIL import Image
@@ -93,14 +134,15 @@ def _frames(video: Path) -> list:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("assets", "render", "train", "pictures"))
+    p.add_argument("step", choices=("assets", "render", "train", "compare", "pictures"))
     p.add_argument("work", type=Path)
     p.add_argument("--light", default="neutral")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args()
     a.work.mkdir(parents=True, exist_ok=True)
     {"assets": lambda: assets(a.work), "render": lambda: render(a.work, a.light),
-     "train": lambda: train(a.work, a.light, a.overrides), "pictures": lambda: pictures(a.work, a.light)}[a.step]()
+     "train": lambda: train(a.work, a.light, a.overrides), "compare": lambda: compare(a.work),
+     "pictures": lambda: pictures(a.work, a.light)}[a.step]()
 
 
 if __name__ == "__main__":

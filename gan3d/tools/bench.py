@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from gan3d.config import ExperimentConfig
-from gan3d.nn import build_discriminator, build_generator, prepare_for_training, resolve_precision
-from gan3d.training.allocator import use_cpu_malloc
-from gan3d.training.augment import AugmentPipe
 from gan3d.draws import RandomDraws
-from gan3d.training.phases import Batch, GanParts, PosePool, Progress, make_optimizers, make_phases, training_step
+from gan3d.nn import build_generator, resolve_precision
+from gan3d.training.allocator import use_cpu_malloc
+from gan3d.training.build import build_networks
+from gan3d.training.phases import Batch, GanParts, PosePool, Progress, training_step
 
 SCOPES = ("gan3d::generator", "gan3d::discriminator", "gan3d::backward", "gan3d::optimizer")
 
@@ -114,27 +114,24 @@ def _peak_gb(device: torch.device) -> float:
 
 
 def build_gan(cfg: ExperimentConfig, device: torch.device, batch: int):
-    """G, D, augmentation, optimizers and phases of `cfg` on `device`, prepared as training prepares them, and
-    `batch` random reals at the prior's mean pose: what every benchmark times or measures."""
-    torch.manual_seed(0)
+    """What training builds (gan3d.training.build), without G_ema: the reference's timed step (side_by_side.sh)
+    has no EMA update either; and `batch` random reals at the prior's mean pose, whose cameras and labels the
+    fakes draw. What every benchmark times or measures."""
     if device.type == "cuda":  # as the training loop runs
         torch.backends.cudnn.benchmark = True
     else:
         use_cpu_malloc(cfg.training.cpu_malloc)
-    G = build_generator(cfg).to(device).train().requires_grad_(False)
-    D = build_discriminator(cfg).to(device).train().requires_grad_(False)
     t = cfg.training
-    prepare_for_training(cfg, G, D, min(batch, t.batch_gpu or batch))
+    net = build_networks(cfg, device, min(batch, t.batch_gpu or batch), ema=False)
     res = cfg.dataset.resolution
     c_dim = cfg.dataset.c_dim if cfg.dataset.use_labels else 0
     gen = torch.Generator().manual_seed(1)
     reals = Batch((torch.rand(batch, 3, res, res, generator=gen) * 2 - 1).to(device),
                   torch.tensor([[cfg.dataset.camera.yaw_mean, cfg.dataset.camera.pitch_mean, 0.0]] * batch).to(device),
                   torch.nn.functional.one_hot(torch.arange(batch) % max(c_dim, 1), max(c_dim, 1))[:, :c_dim].float().to(device))
-    augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
     pool = PosePool(reals.angles.cpu(), reals.labels.cpu())  # the fakes' cameras and labels: those of the reals
-    parts = GanParts(cfg, G, D, augment, RandomDraws(np.random.default_rng(0)), pool)
-    return parts, make_optimizers(cfg, G, D), make_phases(t), reals
+    parts = GanParts(cfg, net.G, net.D, net.augment, RandomDraws(np.random.default_rng(0)), pool)
+    return parts, net.optimizers, net.phases, reals
 
 
 def bench_train(cfg: ExperimentConfig, iters: int = 5, warmup: int = 1, device: str = "cpu", batch: Optional[int] = None,

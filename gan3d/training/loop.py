@@ -2,7 +2,6 @@
 Resume = rerun: the loop starts from the session's latest checkpoint when there is one."""
 from __future__ import annotations
 
-import copy
 import math
 import resource
 import shutil
@@ -16,14 +15,14 @@ from gan3d.data.dataset import open_experiment_dataset, real_batches, resolve_la
 from gan3d.draws import RandomDraws
 from gan3d.errors import no_space
 from gan3d.metrics import evaluate, ranking_metric
-from gan3d.nn import build_discriminator, build_generator, prepare_for_training
 from gan3d.render.views import TrainedViews, subsample
 from gan3d.training import schedules
 from gan3d.training.allocator import use_cpu_malloc
-from gan3d.training.augment import AdaStatistic, AugmentPipe
+from gan3d.training.augment import AdaStatistic
+from gan3d.training.build import build_networks
 from gan3d.training.checkpoint import Counters, storage_full, write_checkpoint
 from gan3d.training.health import HealthMonitor
-from gan3d.training.phases import Batch, GanParts, PosePool, Progress, make_optimizers, make_phases, training_step
+from gan3d.training.phases import Batch, GanParts, PosePool, Progress, training_step
 from gan3d.training.resume import capture_rng, resume
 from gan3d.training.session import checkpoint_tmpdir, record_placement
 from gan3d.training.sink import Sink, TickStats, all_mean
@@ -75,21 +74,14 @@ def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_p
     views = trained_views(cfg, pool)
 
     # Networks: identical initial weights on every rank (same seed), then rank-specific randomness.
-    torch.manual_seed(t.seed)
-    G = build_generator(cfg).to(device).train().requires_grad_(False)
-    D = build_discriminator(cfg).to(device).train().requires_grad_(False)
-    G_ema = copy.deepcopy(G).eval()
-    prepare_for_training(cfg, G, D, batch_gpu)
-    augment = AugmentPipe(t.augment.kind, t.augment.p, t.augment.target, t.augment.speed_kimg).to(device)
-    optimizers = make_optimizers(cfg, G, D)
-    modules = {"G": G, "D": D, "G_ema": G_ema, "augment": augment}
+    net = build_networks(cfg, device, batch_gpu)
+    G, D, G_ema, augment, optimizers, modules = net.G, net.D, net.G_ema, net.augment, net.optimizers, net.modules
 
     # Resume, and rank 0's outlets.
     sink = Sink(cfg, run_dir, session, storage_uri, console) if rank == 0 else Sink.silent()
     start = resume(cfg, session, run_dir, modules, optimizers, rank, world, sink.say, storage_uri is None)
     counters, last_metrics = start.counters, start.metrics
-    parts = GanParts(cfg, G, D, augment, RandomDraws(start.np_rng), pool, G_ema)
-    phases = make_phases(t)
+    parts, phases = GanParts(cfg, G, D, augment, RandomDraws(start.np_rng), pool, G_ema), net.phases
     sink.pull()
     record_placement(session, run_dir, counters.kimg)
     sink.say(start.line)
