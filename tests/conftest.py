@@ -54,8 +54,8 @@ def _ray_for_the_session():
 
 
 @pytest.fixture(scope="module")
-def ray_session(_ray_for_the_session):
-    """One local Ray shared by the test modules that need one (dashboard on: Train's cleanup needs the state API),
+def one_node_ray(_ray_for_the_session):
+    """A one-node local Ray (4 CPUs) shared by the test modules that need one (dashboard on: Train's cleanup needs the state API),
     started by the first of them, and again after a module that shut it down (the multi-node modules do, to run
     their own cluster without a third Ray on a 2-core machine): module order does not matter."""
     import ray
@@ -68,5 +68,5 @@ def ray_session(_ray_for_the_session):
 def pytest_collection_modifyitems(items):
     """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers)."""
     for item in items:
-        if "ray_session" in getattr(item, "fixturenames", ()):
+        if "one_node_ray" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)

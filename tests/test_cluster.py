@@ -72,7 +72,7 @@ def test_slurm_script_is_valid_bash_and_starts_nodes_with_token_auth():
     assert "RAY_AUTH_MODE=token" in text and "RAY_AUTH_TOKEN_PATH" in text  # as tests/test_multinode.py starts nodes
 
 
-def test_jobs_api_submit_status_and_logs(ray_session):
+def test_jobs_api_submit_status_and_logs(one_node_ray):
     address = os.environ["GAN3D_TEST_DASHBOARD"]
     cmd = [sys.executable, "-m", "gan3d.cli", "submit", "--address", address, "--env", "GAN3D_MARK=42", "--",
            sys.executable, "-m", "gan3d.cli", "describe", str(ROOT / "experiments" / "smoke.yaml")]

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.slow  # Ray clusters and real training runs: `pytest -m
 LONG = [*TINY, "training.kimg=50", "training.snap_kimg=100", "training.metric_kimg=100", "training.image_kimg=100"]
 
 
-def _driver(ray_session, tmp_path, name, *extra):
+def _driver(one_node_ray, tmp_path, name, *extra):
     """`gan3d train` in a process group of its own (as a shell runs a foreground job), joined to the session's Ray."""
-    address = ray_session.get_runtime_context().gcs_address
+    address = one_node_ray.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *LONG, *extra, "--out", str(tmp_path),
            "--name", name, "--address", address]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -40,8 +40,8 @@ def _until(proc, needle: str, timeout: float = 240) -> list[str]:
 
 
 @pytest.mark.parametrize("target", ["process group", "pid"])
-def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130(ray_session, tmp_path, target):
-    proc = _driver(ray_session, tmp_path, "interrupted")
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130(one_node_ray, tmp_path, target):
+    proc = _driver(one_node_ray, tmp_path, "interrupted")
     lines = _until(proc, "tick 1 ")
     if target == "process group":
         os.killpg(proc.pid, signal.SIGINT)
@@ -57,21 +57,21 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130(ray_session,
     assert len([r for r in ticks if "kimg" in r]) >= 1
 
 
-def test_a_second_driver_on_a_run_is_refused_naming_the_first_and_a_dead_one_blocks_nothing(ray_session, tmp_path):
-    first = _driver(ray_session, tmp_path, "shared")
+def test_a_second_driver_on_a_run_is_refused_naming_the_first_and_a_dead_one_blocks_nothing(one_node_ray, tmp_path):
+    first = _driver(one_node_ray, tmp_path, "shared")
     lines = _until(first, "tick 1 ")
-    second = _driver(ray_session, tmp_path, "shared")
+    second = _driver(one_node_ray, tmp_path, "shared")
     out, _ = second.communicate(timeout=120)
     assert second.returncode == 2, out[-3000:]
     assert f"in use by another gan3d driver (pid {first.pid} on " in out and len(out.strip().splitlines()) == 1
     first.send_signal(signal.SIGTERM)  # the first goes on as if nothing happened, and stops cleanly
     rest, _ = first.communicate(timeout=180)
     assert first.returncode == 130, ("".join(lines) + rest)[-3000:]
-    crashed = _driver(ray_session, tmp_path, "shared")  # a driver killed outright leaves its lock to the kernel
+    crashed = _driver(one_node_ray, tmp_path, "shared")  # a driver killed outright leaves its lock to the kernel
     _until(crashed, "gan3d: run ")
     os.killpg(crashed.pid, signal.SIGKILL)
     crashed.wait()
-    after = _driver(ray_session, tmp_path, "shared", "training.kimg=0.016")
+    after = _driver(one_node_ray, tmp_path, "shared", "training.kimg=0.016")
     out, _ = after.communicate(timeout=240)
     assert after.returncode == 0 and "in use by another" not in out, out[-3000:]
 
@@ -85,7 +85,7 @@ def _whole(run_dir: Path) -> bool:
     return True
 
 
-def test_a_full_disk_is_one_line_exit_2_not_retried_and_leaves_no_partial_checkpoint(ray_session, tmp_path):
+def test_a_full_disk_is_one_line_exit_2_not_retried_and_leaves_no_partial_checkpoint(one_node_ray, tmp_path):
     """A real small filesystem: a 3 MiB tmpfs holds the run's dataset and logs, not its ~6 MiB checkpoint."""
     small = tmp_path / "small"
     small.mkdir()
@@ -94,7 +94,7 @@ def test_a_full_disk_is_one_line_exit_2_not_retried_and_leaves_no_partial_checkp
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); the file-size limit drill below "
                     "covers the same error")
     try:
-        proc = _driver(ray_session, small, "full", "training.kimg=0.048", "training.snap_kimg=0.016", "run.max_failures=3")
+        proc = _driver(one_node_ray, small, "full", "training.kimg=0.048", "training.snap_kimg=0.016", "run.max_failures=3")
         out, _ = proc.communicate(timeout=300)
         errors = [ln for ln in out.splitlines() if "error" in ln.lower() or "Traceback" in ln]
         assert proc.returncode == 2, out[-3000:]

@@ -43,7 +43,7 @@ def test_eval_picks_the_best_checkpoint_and_writes_eval_json(run_dir):
     assert data["protocols"]["swd"]["num_fakes"] == 16
 
 
-def test_eval_on_ray_workers(run_dir, ray_session):
+def test_eval_on_ray_workers(run_dir, one_node_ray):
     from gan3d.tools.evaluate import evaluate_run
     res = evaluate_run(run_dir, ["swd"], num_fakes=16, workers=2)
     assert res.values["swd"] > 0 and res.protocols["swd"]["num_fakes"] == 16

@@ -67,7 +67,7 @@ def test_a_fitted_fov_moves_towards_the_one_the_photo_was_taken_with(known):
     assert G.camera.fov == true_fov / 1.2  # the caller's generator keeps its own
 
 
-def test_invert_cli_over_two_ray_workers_writes_outputs_other_commands_open(ray_session, known, tmp_path):
+def test_invert_cli_over_two_ray_workers_writes_outputs_other_commands_open(one_node_ray, known, tmp_path):
     _, _, cams, _, ckpt, files = known
     poses = tmp_path / "dataset.json"
     poses.write_text(json.dumps({"camera_angles": {f.name: c.tolist() for f, c in zip(files, cams)}}))

@@ -103,7 +103,7 @@ class LoopbackCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def two_node_cluster():
     import ray
 
     ray.shutdown()  # the shared local Ray, if running: see the module docstring
@@ -131,8 +131,8 @@ def cluster():
         c.stop()
 
 
-def test_a_job_submitted_as_the_head_starts_waits_for_its_agent(cluster):
-    res = cluster.first_job
+def test_a_job_submitted_as_the_head_starts_waits_for_its_agent(two_node_cluster):
+    res = two_node_cluster.first_job
     assert res.returncode == 0 and "ran" in res.stdout and ": SUCCEEDED" in res.stdout, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
 
@@ -141,23 +141,23 @@ def _placements(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "workers.jsonl").read_text().splitlines()]
 
 
-def test_two_worker_run_lands_on_both_nodes(cluster, tmp_path):
+def test_two_worker_run_lands_on_both_nodes(two_node_cluster, tmp_path):
     cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *RUN, "training.kimg=0.064",
-           "--address", cluster.address, "--workers", "2", "--out", str(tmp_path), "--name", "spread"]
-    res = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=400)
+           "--address", two_node_cluster.address, "--workers", "2", "--out", str(tmp_path), "--name", "spread"]
+    res = subprocess.run(cmd, env=two_node_cluster.env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     first = _placements(tmp_path / "spread")[0]
     nodes = {w["node_id"] for w in first["workers"]}
-    assert first["world"] == 2 and nodes == set(cluster.node_ids())  # one worker on each node
+    assert first["world"] == 2 and nodes == set(two_node_cluster.node_ids())  # one worker on each node
     assert "at kimg 0.064 (done)" in res.stdout
 
 
-def test_job_survives_losing_the_second_node(cluster, tmp_path):
-    head_node = cluster.node_ids(head_only=True)
+def test_job_survives_losing_the_second_node(two_node_cluster, tmp_path):
+    head_node = two_node_cluster.node_ids(head_only=True)
     train = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *RUN, "training.kimg=0.384", "run.max_failures=2",
              "--workers", "2", "--out", str(tmp_path), "--name", "fault"]
-    submit = [sys.executable, "-m", "gan3d.cli", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard}", "--", *train]
-    job = subprocess.Popen(submit, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    submit = [sys.executable, "-m", "gan3d.cli", "submit", "--address", f"http://127.0.0.1:{two_node_cluster.dashboard}", "--", *train]
+    job = subprocess.Popen(submit, env=two_node_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = tmp_path / "fault"
     try:
         # Wait until Train has registered a checkpoint (its snapshot names one), then take the second node away.
@@ -167,7 +167,7 @@ def test_job_survives_losing_the_second_node(cluster, tmp_path):
             assert job.poll() is None and time.time() < deadline, "the job ended or stalled before its first checkpoint"
             time.sleep(0.5)
         killed_at = pq.read_table(run_dir / "metrics.parquet").column("kimg").to_pylist()[-1]
-        cluster.raylet(1).send_signal(signal.SIGKILL)
+        two_node_cluster.raylet(1).send_signal(signal.SIGKILL)
         out, _ = job.communicate(timeout=600)
     finally:
         if job.poll() is None:
@@ -187,8 +187,8 @@ def test_job_survives_losing_the_second_node(cluster, tmp_path):
     assert [round(k / 0.032) for k in kimg] == list(range(1, 13)), (kimg, killed_at)
 
 
-def test_jobs_api_without_the_token_says_what_to_set(cluster):
-    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+def test_jobs_api_without_the_token_says_what_to_set(two_node_cluster):
+    env = {k: v for k, v in two_node_cluster.env.items() if not k.startswith("RAY_AUTH")}
     res = subprocess.run([sys.executable, "-m", "gan3d.cli", "status", "raysubmit_x", "--address",
-                          f"http://127.0.0.1:{cluster.dashboard}"], env=env, capture_output=True, text=True, timeout=120)
+                          f"http://127.0.0.1:{two_node_cluster.dashboard}"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "RAY_AUTH_TOKEN" in res.stderr, res.stderr[-2000:]

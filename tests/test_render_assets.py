@@ -71,7 +71,7 @@ def project(point, angles, radius, fov, res):
 
 
 @pytest.fixture(scope="module")
-def rendered(ray_session, tmp_path_factory):
+def rendered(one_node_ray, tmp_path_factory):
     import os
 
     root = tmp_path_factory.mktemp("render")

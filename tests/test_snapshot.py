@@ -274,7 +274,7 @@ def test_plain_state_dict_in_the_reference_naming(tmp_path):
     assert _maxabs(G.mapping(z, None), torch.from_numpy(np.load(FIXTURES / "G_tiny.npz")["output/ws_psi1"])) < TOL
 
 
-def test_an_imported_snapshot_renders_evaluates_and_fine_tunes(snapshot, tmp_path, synthetic_zip, ray_session):
+def test_an_imported_snapshot_renders_evaluates_and_fine_tunes(snapshot, tmp_path, synthetic_zip, one_node_ray):
     path, marker = snapshot
     res = cli("render", path, "--vis", "front_grid", "--seeds", "0-3", "--out", tmp_path / "grid")
     assert res.returncode == 0 and (tmp_path / "grid" / "front_grid.png").is_file(), res.stderr

@@ -88,7 +88,7 @@ def _train(s3, out, kimg):
     return res.stdout
 
 
-def test_run_in_a_bucket_resumes_from_it_on_a_machine_without_its_files(s3, ray_session, tmp_path):
+def test_run_in_a_bucket_resumes_from_it_on_a_machine_without_its_files(s3, one_node_ray, tmp_path):
     out = _train(s3, tmp_path / "machine1", 0.032)
     assert "s3://gan3d-test/runs/s3run" in out
     files = _listing("s3://gan3d-test/runs/s3run")
@@ -124,7 +124,7 @@ def test_sweeps_refuse_a_run_storage_path(tmp_path):
         load_sweep(str(SMOKE.parent / "sweeps" / "smoke.yaml"), ["run.storage_path=s3://gan3d-test/x"])
 
 
-def test_sweep_stored_in_a_bucket(s3, ray_session, tmp_path):
+def test_sweep_stored_in_a_bucket(s3, one_node_ray, tmp_path):
     """`out: s3://...`: Tune's state, every trial's Train run and trials.parquet live in the bucket."""
     import yaml
 

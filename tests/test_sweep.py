@@ -34,7 +34,7 @@ def write_sweep(tmp_path, name, **settings):
     return path
 
 
-def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session, tmp_path):
+def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(one_node_ray, tmp_path):
     res = gan3d.sweep(str(SWEEP), [f"out={tmp_path}", *FAST])
     df = res.trials
     assert len(df) == 4 and (df["status"] == "TERMINATED").all()
@@ -55,7 +55,7 @@ def test_smoke_sweep_runs_trials_into_one_table_and_one_wandb_group(ray_session,
     assert page.count("<tr") == 5 and page.count("alt='samples ") == 4  # header + 4 trials
 
 
-def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(ray_session, tmp_path, capsys):
+def test_three_trial_sweep_and_asha_stops_the_clearly_worse_trial(one_node_ray, tmp_path, capsys):
     """Two trials whose G steps 200x too far (lr 0.5): by their fourth step their SWD is several hundred worse than
     the good trial's at the same kimg (measured: 1107 / 1077 against 631 / 730 at 0.032 kimg for seeds 0 / 1), so
     ASHA's first rung (0.032 kimg) stops at least one of them."""
@@ -91,9 +91,9 @@ def test_sweep_state_writable_by_others_is_not_restored(tmp_path):
         check_trusted_state(tmp_path)
 
 
-def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(ray_session, tmp_path, capsys):
+def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(one_node_ray, tmp_path, capsys):
     path = write_sweep(tmp_path, "resume", max_concurrent_trials=1, space={"training.gamma": {"grid": [0.05, 0.1]}})
-    address = ray_session.get_runtime_context().gcs_address
+    address = one_node_ray.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-m", "gan3d.cli", "sweep", str(path), "training.kimg=0.128",
                                "--address", address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sweep_dir = tmp_path / "resume"
@@ -142,7 +142,7 @@ def test_a_second_sweep_driver_on_the_same_sweep_dir_is_refused(tmp_path):
     assert f"pid {os.getpid()} on " in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_pbt_exploit_continues_from_another_trials_checkpoint(ray_session, tmp_path):
+def test_pbt_exploit_continues_from_another_trials_checkpoint(one_node_ray, tmp_path):
     # two different starting points (grid, not a random choice: two identical trials tie on every score, and
     # PBT then never ranks one above the other, so nothing is exploited)
     path = write_sweep(tmp_path, "pbt", num_samples=1, max_concurrent_trials=2,

@@ -29,7 +29,7 @@ def tiny(*extra):
 
 
 @pytest.fixture(scope="module")
-def first_run(ray_session, tmp_path_factory):
+def first_run(one_node_ray, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     return gan3d.train(tiny(), out=str(out), name="smoke1"), out
 
@@ -109,7 +109,7 @@ def _until(condition, timeout: float, what: str):
     pytest.fail(f"not within {timeout:g} s: {what}")
 
 
-def test_killed_worker_is_survived(ray_session, tmp_path):
+def test_killed_worker_is_survived(one_node_ray, tmp_path):
     cfg = tiny("training.kimg=0.4", "training.tick_kimg=0.016", "training.metric_kimg=10", "training.image_kimg=10",
                "run.max_failures=2")
     box = {}
@@ -133,8 +133,8 @@ def test_killed_worker_is_survived(ray_session, tmp_path):
     assert list(df["kimg"]) == sorted(df["kimg"])  # replayed ticks after the restart replace the lost ones
 
 
-def test_sigterm_finishes_the_step_checkpoints_and_exits_nonzero(ray_session, tmp_path):
-    address = ray_session.get_runtime_context().gcs_address
+def test_sigterm_finishes_the_step_checkpoints_and_exits_nonzero(one_node_ray, tmp_path):
+    address = one_node_ray.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *TINY, "training.kimg=50",
            "training.snap_kimg=100", "--out", str(tmp_path), "--name", "term", "--address", address]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -153,10 +153,10 @@ def test_sigterm_finishes_the_step_checkpoints_and_exits_nonzero(ray_session, tm
     assert 0 < read_checkpoint(ckpts[-1]).counters.kimg < 50
 
 
-def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(ray_session, tmp_path):
+def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(one_node_ray, tmp_path):
     """As the CLI runs (Ray's log forwarding on): a header, one line per tick, no Ray Train report dumps;
     options and key=value overrides in any order; the rerun names the checkpoint it resumes from."""
-    address = ray_session.get_runtime_context().gcs_address
+    address = one_node_ray.get_runtime_context().gcs_address
 
     def run(kimg):
         cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), "--out", str(tmp_path), *TINY,
@@ -177,19 +177,19 @@ def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(ray_session, 
     assert "gan3d: resuming from checkpoint_" in second and "at kimg 0.048 (patch beta" in second
 
 
-def test_no_secret_reaches_a_log_or_file(ray_session, tmp_path):
+def test_no_secret_reaches_a_log_or_file(one_node_ray, tmp_path):
     """Credentials set for the driver appear nowhere in Ray's session directory or the run directory."""
     import secrets as _secrets
     from gan3d.orchestrate.runtime import SECRET_ENV
 
     dummies = {k: f"g3dummy{_secrets.token_hex(8)}" for k in SECRET_ENV}
-    address = ray_session.get_runtime_context().gcs_address
+    address = one_node_ray.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "gan3d.cli", "train", str(SMOKE), *TINY, "training.kimg=0.016", "--out", str(tmp_path),
            "--name", "secrets", "--address", address]
     res = subprocess.run(cmd, env={**os.environ, **dummies, "WANDB_MODE": "offline"}, capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    session = Path(ray_session._private.worker._global_node.get_session_dir_path())
+    session = Path(one_node_ray._private.worker._global_node.get_session_dir_path())
     leaks = []
     for root in (session, tmp_path / "secrets"):
         for f in root.rglob("*"):
@@ -315,7 +315,7 @@ def test_ticks_of_a_killed_attempt_reach_wandb_after_the_resume(tmp_path, synthe
     assert list(read_metrics(tmp_path)["kimg"]) == pytest.approx([0.016, 0.032, 0.048, 0.064])
 
 
-def test_a_rerun_stops_what_a_killed_drivers_local_ray_left_running(ray_session, tmp_path):
+def test_a_rerun_stops_what_a_killed_drivers_local_ray_left_running(one_node_ray, tmp_path):
     """SIGKILL of a driver that started its own Ray leaves Ray's agents running as orphans; the rerun of the
     same run dir stops exactly the processes that driver recorded, and only those. Both drivers start their own
     Ray beside the test session's: Ray's own actors (Train's placement-group cleaner) must find theirs."""
@@ -349,7 +349,7 @@ def test_a_rerun_stops_what_a_killed_drivers_local_ray_left_running(ray_session,
     bystander.kill()
 
 
-def test_bad_data_mid_training_fails_at_once_without_retries(ray_session, tmp_path, synthetic_zip):
+def test_bad_data_mid_training_fails_at_once_without_retries(one_node_ray, tmp_path, synthetic_zip):
     """A dataset entry that turns out unreadable during training (its header read fine when the run started) is
     not transient: one clear error naming it, no restarts, and the checkpoints written before stay readable."""
     import zipfile
