@@ -60,3 +60,13 @@ def test_no_module_imports_another_modules_private_names():
                 private += [f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{a.name}"
                             for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert not private, "\n".join(private)
+
+
+def test_both_sessions_offer_everything_the_loop_may_ask_of_a_session():
+    """training.session.Session is the whole interface between the loop and where it runs (Ray or not)."""
+    from gan3d.training.session import LocalSession, RaySession, Session
+
+    asked = [n for n, v in vars(Session).items() if callable(v) and not n.startswith("_")]
+    assert {"load_latest", "report", "should_stop", "placement", "progress"} <= set(asked)
+    for cls in (LocalSession, RaySession):
+        assert [n for n in asked if not callable(getattr(cls, n, None))] == [], cls.__name__

@@ -24,7 +24,7 @@ from gan3d.training.checkpoint import Counters, storage_full, write_checkpoint
 from gan3d.training.health import HealthMonitor
 from gan3d.training.phases import Batch, GanParts, PosePool, Progress, training_step
 from gan3d.training.resume import capture_rng, resume
-from gan3d.training.session import checkpoint_tmpdir, record_placement
+from gan3d.training.session import Session, checkpoint_tmpdir, record_placement
 from gan3d.training.sink import Sink, TickStats, all_mean
 
 
@@ -52,7 +52,7 @@ def trained_views(cfg: ExperimentConfig, pool: PosePool) -> TrainedViews:
     return TrainedViews.prior(cam)
 
 
-def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session, dataset_path: str, run_id: str,
+def training_loop(cfg: ExperimentConfig, run_dir: str | Path, session: Session, dataset_path: str, run_id: str,
                   storage_uri: Optional[str] = None, console: bool = True) -> dict:
     """Train until cfg.training.kimg (or a stop request / divergence); returns the last tick's row.
     With `storage_uri`, run_dir is a local working directory that rank 0 mirrors there after every tick.

@@ -10,7 +10,7 @@ import socket
 import time
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,28 @@ import torch.distributed as dist
 from gan3d.training.checkpoint import LoadedCheckpoint, read_checkpoint
 from gan3d.training.stop import FatalError, StopFlagClient
 
+
+class Session(Protocol):
+    """All the training loop knows of where it runs (the seam that keeps Ray out of it)."""
+
+    rank: int  # this process's rank among `world`
+    world: int
+    device: torch.device
+
+    def load_latest(self) -> Optional[LoadedCheckpoint]:
+        """The session's newest checkpoint (a restarted worker group's, a rerun's), or None for a new run."""
+
+    def report(self, metrics: dict, checkpoint_dir: Optional[Path] = None) -> None:
+        """A tick's numbers, and on rank 0 optionally a checkpoint directory the session takes over."""
+
+    def should_stop(self) -> bool:
+        """A graceful stop was asked for (Ctrl-C or SIGTERM at the driver); the same answer on every rank."""
+
+    def placement(self) -> dict:
+        """Where this rank runs (host, pid, device; node on Ray), for workers.jsonl."""
+
+    def progress(self, total: float, initial: float):
+        """A progress bar with update(n) and close()."""
 
 
 class LocalSession:
