@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from gan3d.tools import bench
 from gan3d.tools.bench_memory import plan_batch
 from conftest import SMOKE
@@ -53,3 +55,11 @@ def test_fast_paths_equal_the_reference_ops_on_random_inputs():
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     finally:
         layers.FAST_RESAMPLE, layers.BATCHED_MODCONV = saved
+
+
+@pytest.mark.slow
+def test_scaling_over_two_gloo_processes_meets_by_file_not_by_port():
+    from gan3d.config import load_config
+
+    rate, efficiency = bench.bench_scaling(load_config(SMOKE, ["training.batch=4"]), workers=2, iters=1)
+    assert rate > 0 and 0 < efficiency < 2

@@ -245,13 +245,12 @@ def bench_generate(cfg: ExperimentConfig, iters: int = 3, device: str = "cpu", b
                        1000 / rate, _peak_gb(dev), {}, op_paths(), warmup_s=t_warm)
 
 
-def _worker(rank: int, world: int, cfg_dict: dict, iters: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, cfg_dict: dict, iters: int, rendezvous: str, out: str) -> None:
     import torch.distributed as dist
 
     from gan3d.config import from_dict
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     cfg = from_dict(cfg_dict)
     res = bench_train(cfg, iters=iters, batch=cfg.training.batch // world, profile=False)
@@ -273,9 +272,10 @@ def bench_scaling(cfg: ExperimentConfig, workers: int, iters: int = 3) -> tuple[
 
     rates = []
     for w in (1, workers):
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            mp.spawn(_worker, args=(w, to_dict(cfg), iters, 29500 + w, f.name), nprocs=w, join=True)
-            rates.append(json.load(open(f.name))["img_per_s"])
+        with tempfile.TemporaryDirectory() as tmp:  # a file rendezvous: no TCP port to collide with another job
+            out = os.path.join(tmp, "rate.json")
+            mp.spawn(_worker, args=(w, to_dict(cfg), iters, os.path.join(tmp, "rendezvous"), out), nprocs=w, join=True)
+            rates.append(json.load(open(out))["img_per_s"])
     return rates[1], rates[1] / (workers * rates[0])
 
 
