@@ -33,13 +33,18 @@ def s3(tmp_path_factory):
            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    from botocore.exceptions import EndpointConnectionError
+
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while True:  # the server is up when it accepts a connection; any other error is a real one
+            assert server.poll() is None, f"moto server exited: {open(log.name).read()[-2000:]}"
             try:
                 boto3.client("s3").create_bucket(Bucket="gan3d-test")
                 break
-            except Exception:
-                time.sleep(0.2)
+            except EndpointConnectionError:
+                assert time.monotonic() < deadline, "moto server did not accept connections within 30 s"
+                time.sleep(0.1)
         yield env  # merged into os.environ at call time: the session's Ray adds its auth settings later
     finally:
         for k, v in saved.items():
