@@ -96,10 +96,22 @@ def silhouettes(images):
     return (1 - 2 * fg.float()).expand(-1, 3, -1, -1)
 
 
+def contrast(reals) -> dict:
+    """How much the light shows of an object: the luma spread inside its silhouette, its mean, and the fraction of
+    the frame the silhouettes cover (object pixels as bright as the background are lost to it)."""
+    rgb = reals.float()
+    luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    fg = silhouettes(reals)[:, 0] < 0
+    inside = [luma[i][fg[i]] for i in range(len(reals)) if fg[i].sum() >= 10]
+    return {"luma_std_in_object": float(sum(v.std() for v in inside) / len(inside)),
+            "luma_mean_in_object": float(sum(v.mean() for v in inside) / len(inside)),
+            "coverage": float(fg.float().mean())}
+
+
 def compare(work: Path, n: int = 512) -> None:
     """Shape learned, whatever the light: the SWD of the silhouettes of n fakes of each run's latest checkpoint
-    against those of n reals of its own dataset, and the fraction of the frame the objects cover; beside it,
-    each run's image SWD relative to its first measurement (image SWDs of two datasets do not compare)."""
+    against those of n reals of its own dataset, each set's contrast; beside it, each run's image SWD relative to
+    its first measurement (image SWDs against two different datasets do not compare)."""
     import pyarrow.parquet as pq
 
     from gan3d.data.dataset import open_experiment_dataset
@@ -118,8 +130,7 @@ def compare(work: Path, n: int = 512) -> None:
         curve = [(r["kimg"], r["swd"]) for r in pq.read_table(run / "metrics.parquet").to_pylist()
                  if r.get("swd") is not None]
         out[light] = {"kimg": kimg, "silhouette_swd": swd(silhouettes(reals), silhouettes(fakes))["swd"],
-                      "coverage_real": float((silhouettes(reals)[:, 0] < 0).float().mean()),
-                      "coverage_fake": float((silhouettes(fakes)[:, 0] < 0).float().mean()),
+                      "reals": contrast(reals), "fakes": contrast(fakes),
                       "swd_curve": curve, "swd_relative_to_first": [v / curve[0][1] for _, v in curve]}
         print(light, json.dumps(out[light]), flush=True)
     (HERE / "lights.json").write_text(json.dumps(out, indent=1))
@@ -136,7 +147,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=("assets", "render", "train", "compare", "pictures"))
     p.add_argument("work", type=Path)
-    p.add_argument("--light", default="neutral")
+    p.add_argument("--light", default="studio", choices=LIGHTS)
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args()
     a.work.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,8 @@ def register(sub) -> None:
     q.add_argument("--engine", default="cycles", help="cycles | eevee")
     q.add_argument("--samples", type=int, default=64, help="Cycles samples per pixel")
     q.add_argument("--background", default="white", help="white | transparent")
-    q.add_argument("--light", default="neutral", help="neutral (a white sky and one sun) | studio (a dimmer sky, a key "
-                   "and a fill sun): fixed in the world")
+    q.add_argument("--light", default="studio", help="studio (a dimmer sky, a key and a fill sun; objects learn their "
+                   "shape sooner: docs/OBJECTS.md) | neutral (a white sky and one sun): fixed in the world")
     q.add_argument("--labels-from-folders", action="store_true", help="class labels from the first folder level")
     q.add_argument("--format", default="zip", help="zip | parquet")
     q.add_argument("--seed", type=int, default=0)

@@ -3,9 +3,9 @@
 One asset at a time, in whatever process calls `render_asset` (`gan3d dataset render` runs one Ray task per
 asset, gan3d.orchestrate.assets): the scene is reset, the asset imported (.glb/.gltf, .obj, .fbx, .ply, .stl, or the objects
 of a .blend), moved and scaled so that its bounding box's circumscribed sphere fills the frame (`fill` of the
-half-width at the camera radius), lit by the neutral default (a uniform white environment of strength 0.6 and
-one sun of strength 2 from above, tilted 30 degrees, fixed in the world so every view sees the same lighting),
-and seen from cameras drawn from gan3d's own
+half-width at the camera radius), lit by lights fixed in the world so every view sees the same lighting (`studio`,
+the default: a dimmer sky, a key sun and an opposite fill; `neutral`: a white sky and one sun from above; the
+objects learn their shape sooner under studio, docs/OBJECTS.md), and seen from cameras drawn from gan3d's own
 camera samplers (`sample_camera_angles`, e.g. the Plants/Food presets' spherical-uniform yaw in [-pi, pi] and
 pitch in [0, pi]). Each finished asset leaves its PNGs and a `done.json` (views with their angles, the
 normalisation, renderer and timing), so a rerun skips it.
@@ -67,7 +67,7 @@ class RenderSettings:
     background: str = "white"
     fill: float = 0.97  # the asset's bounding sphere, as a share of the frame's half-width at the camera radius
     seed: int = 0
-    light: str = "neutral"  # LIGHTS
+    light: str = "studio"  # LIGHTS; studio's contrast teaches shape sooner than neutral's (docs/OBJECTS.md)
 
     def __post_init__(self):
         if self.engine not in ENGINES:
