@@ -6,14 +6,18 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster Train controller polling
-os.environ.setdefault("GAN3D_CACHE", "/tmp/gan3d-test-cache")
-# The nodes' own credentials, as a cluster's nodes have them (gan3d forwards no secret to workers): the local S3
-# server (moto) accepts any; set before the session's Ray starts, so its workers inherit them.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+def pytest_configure(config):
+    """The test session's environment, set once before collection (and inherited by the local Ray it starts)."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster Train controller polling
+    os.environ.setdefault("GAN3D_CACHE", "/tmp/gan3d-test-cache")
+    # The nodes' own credentials, as a cluster's nodes have them (gan3d forwards no secret to workers): the local S3
+    # server (moto) accepts any; set before the session's Ray starts, so its workers inherit them.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.yaml"
