@@ -82,9 +82,22 @@ def pictures(work: Path, light: str) -> None:
         Image.open(out / "front_grid.png").save(HERE / f"samples_{cls}.png")
         frames = _frames(out / "video_grid.mp4")
         frames[0].save(HERE / f"orbit_{cls}.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    _real_grids(dataset(work, light))
     rows = pq.read_table(run / "metrics.parquet").to_pylist()
     curve = [(r["kimg"], r["swd"]) for r in rows if r.get("swd") is not None]
     (HERE / f"swd_{light}.json").write_text(json.dumps(curve))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(*zip(*curve), marker="o")
+    ax.set_xlabel("kimg")
+    ax.set_ylabel("SWD (x1e3, 512 fakes)")
+    ax.set_title(f"objects64, {light} light")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(HERE / f"swd_{light}.png")
 
 
 LIGHTS = ("neutral", "studio")
@@ -134,6 +147,19 @@ def compare(work: Path, n: int = 512) -> None:
                       "swd_curve": curve, "swd_relative_to_first": [v / curve[0][1] for _, v in curve]}
         print(light, json.dumps(out[light]), flush=True)
     (HERE / "lights.json").write_text(json.dumps(out, indent=1))
+
+
+def _real_grids(path: Path, per_class: int = 8) -> None:
+    """What the model sees: the first views of each class, as grids beside the samples."""
+    import torch
+
+    from gan3d.data import open_dataset
+    from gan3d.track import media
+
+    data = open_dataset(str(path), 64, False, True, True, 0)
+    for k, cls in enumerate(MESHES):
+        picked = [data[i][0] for i in range(len(data)) if int(data[i][2]) == k][::16][:per_class]
+        media.save_png(media.image_grid(torch.stack(picked)), HERE / f"reals_{cls}.png")
 
 
 def _frames(video: Path) -> list:
