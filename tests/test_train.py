@@ -170,6 +170,7 @@ def test_console_prints_each_tick_once_and_a_rerun_says_it_resumes(one_node_ray,
     assert ticks == ["1", "2", "3"], first[-3000:]
     assert "gan3d: new run" in first and f"gan3d: run {tmp_path / 'console'}" in first
     assert "TrainingReport(" not in first and "Requesting resources" not in first
+    assert "RayTrainWorker pid=" not in first  # gan3d's lines, not Ray's prefixed forwarding of them
     assert first.count("gan3d: 1 worker(s) on 1 node(s)") == 1
     second = run(0.064)
     ticks = [line.split("tick ", 1)[1].split()[0] for line in second.splitlines() if " tick " in f" {line}"]

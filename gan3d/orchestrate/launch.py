@@ -164,9 +164,8 @@ def _train(cfg: ExperimentConfig, storage: str, uri: Optional[str], out_dir: Pat
         RunMirror(run_dir, uri).pull([MetricsStore.FILE, "workers.jsonl"])  # the store's, not stale local copies
         dataset = share_local_dataset(dataset, run_dir, uri)
 
-    import ray
-
     link = link_ray_logs(run_dir, ensure_ray(address, verbose, cfg.run.connect_timeout_s, owner_dir=run_dir))
+    import ray  # after ensure_ray, which sets what Ray reads when first imported
     if header and link is not None and not verbose:
         print(f"gan3d: Ray's own log lines: {link} (--verbose shows them here)", flush=True)
     stop_flag = stop_flags.start_flag(cfg.run.name)

@@ -58,6 +58,8 @@ def ensure_ray(address: Optional[str], verbose: bool = False, timeout_s: float =
     running is stopped first (gan3d.orchestrate.leftovers)."""
     import logging
 
+    if not verbose:  # rank 0's tick lines as gan3d prints them, without Ray's "(RayTrainWorker pid=...)" prefix
+        os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")  # read when ray is first imported
     import ray
 
     if ray.is_initialized():
