@@ -32,18 +32,18 @@ def test_bench_cli_generate_json_and_plan():
 
 def test_fast_paths_equal_the_reference_ops_on_random_inputs():
     import torch
-    from gan3d.nn import layers
+    from gan3d.nn import layers, resample
 
     g = torch.Generator().manual_seed(0)
-    f = layers.fir_filter()
-    saved = layers.FAST_RESAMPLE, layers.BATCHED_MODCONV
+    f = resample.fir_filter()
+    saved = resample.FAST_RESAMPLE, layers.BATCHED_MODCONV
     try:
         for shape in [(2, 3, 8, 8), (1, 5, 4, 4), (3, 2, 16, 16)]:
             x = torch.randn(*shape, generator=g)
-            layers.FAST_RESAMPLE = False
-            ref = layers.upsample2d(x, f), layers.downsample2d(x, f)
-            layers.FAST_RESAMPLE = True
-            fast = layers.upsample2d(x, f), layers.downsample2d(x, f)
+            resample.FAST_RESAMPLE = False
+            ref = resample.upsample2d(x, f), resample.downsample2d(x, f)
+            resample.FAST_RESAMPLE = True
+            fast = resample.upsample2d(x, f), resample.downsample2d(x, f)
             for a, b in zip(ref, fast):
                 assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-6)
         x, w, s = torch.randn(4, 6, 9, 9, generator=g), torch.randn(7, 6, 3, 3, generator=g), torch.randn(4, 6, generator=g)
@@ -54,7 +54,7 @@ def test_fast_paths_equal_the_reference_ops_on_random_inputs():
             b = layers.modulated_conv2d(x, w, s, f, demod, 1, up)
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * a.abs().max().item())
     finally:
-        layers.FAST_RESAMPLE, layers.BATCHED_MODCONV = saved
+        resample.FAST_RESAMPLE, layers.BATCHED_MODCONV = saved
 
 
 @pytest.mark.slow

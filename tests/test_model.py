@@ -1,4 +1,5 @@
 """The generator and discriminator: shapes, known answers of the StyleGAN2 ops, sizes of the presets."""
+import math
 import subprocess
 import sys
 
@@ -7,7 +8,8 @@ import torch
 
 from gan3d.config import load_config
 from gan3d.nn import Patch, build_discriminator, build_generator, count_parameters
-from gan3d.nn.layers import downsample2d, fir_filter, minibatch_std, modulated_conv2d, upsample2d
+from gan3d.nn.layers import minibatch_std, modulated_conv2d
+from gan3d.nn.resample import downsample2d, fir_filter, upsample2d
 from conftest import ROOT, SMOKE
 
 
@@ -129,13 +131,31 @@ def test_background_and_white_back_show_through_empty_space(smoke_cfg):
                 assert torch.allclose(G(z, None, angles), torch.zeros_like(img), atol=1e-4)
 
 
+def test_open_back_lets_white_back_show_through_thin_fog_that_the_reference_integration_makes_opaque(smoke_cfg):
+    from gan3d import config as config_mod
+    z, angles = torch.randn(1, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([[1.57, 1.3, 0.0]])
+    images = {}
+    for open_back in (False, True):
+        G = build_generator(config_mod.replace(smoke_cfg, ["model.generator.render.white_back=true",
+                                                           f"model.generator.render.open_back={open_back}"])).eval()
+        with torch.no_grad():  # a uniform thin fog of colour -1 (black): softplus(-3) = 0.049 per unit depth
+            G.decoder.out.weight.zero_()
+            G.decoder.out.bias.copy_(torch.tensor([-1.0, -1.0, -1.0, -3.0]) / G.decoder.out.bias_gain)
+            images[open_back] = G(z, None, angles)
+    assert torch.allclose(images[False], -torch.ones_like(images[False]), atol=1e-4)  # the last sample absorbs all
+    # open: the fog between the first and last samples absorbs what it would, and white shows through the rest
+    cam = smoke_cfg.dataset.camera
+    absorbed = 1 - math.exp(-torch.nn.functional.softplus(torch.tensor(-3.0)).item() * (cam.ray_end - cam.ray_start))
+    assert torch.allclose(images[True], torch.full_like(images[True], 1 - 2 * absorbed), atol=6e-3)
+
+
 @pytest.mark.parametrize("op", ["down", "down_odd", "up", "blur"])
 def test_fir_filters_match_pytorch_convs_to_second_order_with_one_conv_per_order(op):
     """filter_conv's own transpose as its gradient: values and R1-style second-order gradients equal
     PyTorch's depthwise convs, while the number of convolutions stays independent of the channel count
     (PyTorch's generic double backward runs one conv per channel: 65% of an H200 ffhq512 step)."""
     import torch.nn.functional as F
-    from gan3d.nn.layers import gaussian_blur
+    from gan3d.nn.resample import gaussian_blur
 
     f = fir_filter().double()
     H = 9 if op == "down_odd" else 8

@@ -15,7 +15,8 @@ from PIL import Image
 
 from gan3d.config import load_config
 from gan3d.data import open_dataset
-from gan3d.data.blender import RenderSettings, assemble, asset_id
+from gan3d.data.blender import RenderSettings, asset_id
+from gan3d.data.rendered import assemble
 from gan3d.data.convert import convert
 from gan3d.data.dataset import resolve_labels
 from gan3d.draws import seeded

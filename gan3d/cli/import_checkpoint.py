@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gan3d.training.checkpoint import import_reference
+    from gan3d.training.snapshot_import import import_reference
 
     out, report = import_reference(args.source, out_dir(args.out, "OUT"), args.preset)
     for line in report:

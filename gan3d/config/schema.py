@@ -94,9 +94,12 @@ class RenderConfig:
     cube_scale: float = positive(0.2)  # points are divided by this before the tri-plane lookup
     density_noise_std: float = at_least(0, 1.0)  # N(0, std) added to raw density while training...
     density_noise_kimg: float = 5000.0  # ...decaying linearly to 0 over this many kimg
-    # white behind what a ray did not absorb; without a background model (model.generator.bg) every ray ends opaque
-    # (the last interval is 1e10, as in the reference), so this then changes nothing (the run's header says so)
+    # white behind what a ray did not absorb; without a background model (model.generator.bg) or open_back every ray
+    # ends opaque (the last interval is 1e10, as in the reference), so this then changes nothing (the header says so)
     white_back: bool = False
+    # gan3d's extra, for rendered objects: the last interval is 1e-3 (as with a background model), not 1e10, so a ray
+    # that meets nothing stays transparent and white_back's white (or the background model) shows behind it
+    open_back: bool = False
     max_batch_res: int = at_least(1, 64)  # rays rendered per chunk = max_batch_res**2 (full-image rendering)
 
 

@@ -108,7 +108,7 @@ def _demod(styles: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _conv(xs, weight, f, up: int, padding: int):
-    from gan3d.nn.layers import conv2d_resample
+    from gan3d.nn.resample import conv2d_resample
     return conv2d_resample(xs, weight, f, up=up, padding=padding)
 
 
@@ -177,7 +177,7 @@ def _conv_backward(g_y, xs, weight, f, up: int, padding: int):
         return g_xs, g_w
     # up: a stride-2 transposed conv, then upfirdn2d's FIR filter (pad or crop, then a valid correlation): its
     # adjoint is the transposed correlation, then the opposite pad
-    from gan3d.nn.layers import filter_conv
+    from gan3d.nn.resample import filter_conv
 
     kw = weight.shape[-1]
     fk = f.shape[0]

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from gan3d.errors import CheckpointError
-from gan3d.nn.layers import fir_filter
+from gan3d.nn.resample import fir_filter
 
 Rule = tuple[str, Callable[[re.Match], Optional[str]]]
 

@@ -9,8 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from gan3d.data.blender import (ASSET_EXTS, DONE, RenderSettings, asset_id, assemble, finished, list_assets,
-                               render_asset, skipped_files)
+from gan3d.data.blender import ASSET_EXTS, DONE, RenderSettings, asset_id, list_assets, render_asset, skipped_files
+from gan3d.data.rendered import assemble, finished
 from gan3d.errors import Gan3dError
 from gan3d.storage import cache_root, is_uri
 

@@ -215,10 +215,10 @@ def config_notes(cfg: ExperimentConfig) -> list[str]:
     """Settings that do less than their names suggest, said in the header."""
     g = cfg.model.generator
     notes = []
-    if g.render.white_back and not g.bg.enabled:
+    if g.render.white_back and not (g.bg.enabled or g.render.open_back):
         notes.append("model.generator.render.white_back changes nothing here: without a background model "
-                     "(model.generator.bg.enabled) every ray ends opaque (its last interval is 1e10, as in the "
-                     "reference), so the model paints the background itself")
+                     "(model.generator.bg.enabled) or model.generator.render.open_back every ray ends opaque (its "
+                     "last interval is 1e10, as in the reference), so the model paints the background itself")
     return notes
 
 

@@ -64,10 +64,10 @@ class BenchResult:
 
 def op_paths() -> dict:
     """The implementation every hot op takes."""
-    from gan3d.nn import layers, lean
+    from gan3d.nn import layers, lean, resample
 
     return {"modulated_conv": "batched conv (pytorch)" if layers.BATCHED_MODCONV else "reference grouped conv (pytorch)",
-            "upfirdn2d": "strided depthwise conv (pytorch)" if layers.FAST_RESAMPLE else "reference upfirdn2d (pytorch)",
+            "upfirdn2d": "strided depthwise conv (pytorch)" if resample.FAST_RESAMPLE else "reference upfirdn2d (pytorch)",
             "fir_filters": "depthwise conv with its own transposed gradient (pytorch)",
             "bias_act": "lean (keeps its output only)" if lean.ENABLED else "pytorch",
             "synthesis_layer": ("lean (one node keeping its input and output; eager only)" if lean.ENABLED
@@ -80,12 +80,14 @@ FAST_PATHS = ("FAST_RESAMPLE", "BATCHED_MODCONV", "LEAN")  # each with a referen
 
 
 def _fast_path(name: str, on: Optional[bool] = None) -> bool:
-    """Read (and with `on`, set) one fast path: a switch in gan3d.nn.layers, or gan3d.nn.lean's autograd functions."""
-    from gan3d.nn import layers, lean
+    """Read (and with `on`, set) one fast path: a switch in gan3d.nn.layers or .resample, or gan3d.nn.lean's
+    autograd functions."""
+    from gan3d.nn import layers, lean, resample
 
+    owner = resample if name == "FAST_RESAMPLE" else layers
     if on is not None:
-        lean.use(on) if name == "LEAN" else setattr(layers, name, on)
-    return lean.ENABLED if name == "LEAN" else getattr(layers, name)
+        lean.use(on) if name == "LEAN" else setattr(owner, name, on)
+    return lean.ENABLED if name == "LEAN" else getattr(owner, name)
 
 
 def compare_fast_paths(cfg: ExperimentConfig, iters: int = 3, rounds: int = 2, device: str = "cpu") -> dict:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from gan3d.draws import GLOBAL, Draws
 from gan3d.nn.grid_sample_gradfix import grid_sample
-from gan3d.nn.layers import filter_conv
+from gan3d.nn.resample import filter_conv
 
 # Low-pass filter of the sym6 wavelet (12 taps): ADA's filter for geometric resampling.
 SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633, 0.4910559419267466,

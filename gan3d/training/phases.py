@@ -17,7 +17,7 @@ from gan3d.config import ExperimentConfig, TrainingConfig
 from gan3d.draws import Draws, RandomDraws
 from gan3d.nn import PatchDiscriminator, TriplaneGenerator
 from gan3d.nn.generator import Patch
-from gan3d.nn.layers import gaussian_blur
+from gan3d.nn.resample import gaussian_blur
 from gan3d.render.cameras import sample_camera_angles
 from gan3d.training import losses, schedules
 from gan3d.training.augment import AugmentPipe
