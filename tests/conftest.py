@@ -12,7 +12,8 @@ def pytest_configure(config):
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster Train controller polling
-    os.environ.setdefault("GAN3D_CACHE", "/tmp/gan3d-test-cache")
+    # one cache per xdist worker (gw0, gw1, ...): two workers never fill the same entry at once
+    os.environ.setdefault("GAN3D_CACHE", f"/tmp/gan3d-test-cache/{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
     # The nodes' own credentials, as a cluster's nodes have them (gan3d forwards no secret to workers): the local S3
     # server (moto) accepts any; set before the session's Ray starts, so its workers inherit them.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -69,8 +70,17 @@ def one_node_ray(_ray_for_the_session):
     return ray
 
 
+RAY_MODULES = ("test_multinode.py", "test_slurm.py")  # each starts Ray clusters of its own
+
+
 def pytest_collection_modifyitems(items):
-    """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers)."""
+    """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers). Every test that starts
+    Ray goes to one xdist group, so that under `-n 2 --dist loadgroup` (README's command) one worker runs them in
+    turn on one Ray at a time, while the other runs the rest: the Ray tests mostly wait on process start-ups and
+    leave a core free."""
     for item in items:
-        if "one_node_ray" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "one_node_ray" in names:
             item.add_marker(pytest.mark.slow)
+        if "one_node_ray" in names or "two_node_cluster" in names or item.path.name in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))

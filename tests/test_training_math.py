@@ -294,3 +294,17 @@ def test_each_rank_draws_its_own_noise_and_a_seed_reproduces_it():
     assert not torch.allclose(out[0][0], out[1][0])
     seed_streams(7, 0, 100)
     assert not torch.equal(torch.randn(16), out[0][0])  # a resumed run does not replay step 0's draws
+
+
+def test_cpu_training_flushes_denormals_that_would_slow_every_op(smoke_cfg):
+    """exp() of a density far below zero lands under 1.2e-38; prepare_device makes the CPU treat such values as 0."""
+    from gan3d.training.loop import prepare_device
+
+    tiny, threads = torch.tensor([1e-39]), torch.get_num_threads()  # a denormal float32
+    torch.set_flush_denormal(False)
+    assert (tiny * 1.0).item() > 0
+    try:
+        prepare_device(torch.device("cpu"), smoke_cfg)
+        assert (tiny * 1.0).item() == 0.0 and torch.exp(torch.tensor([-88.5])).item() == 0.0
+    finally:
+        torch.set_num_threads(threads)

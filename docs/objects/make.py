@@ -4,6 +4,7 @@
     python docs/objects/make.py render WORK [--light neutral|studio]
     python docs/objects/make.py train WORK [--light ...] [overrides ...]
     python docs/objects/make.py compare WORK          # the lights at equal kimg: silhouettes, whatever the light
+    python docs/objects/make.py shapes WORK RUN ...   # runs' latest checkpoints by their silhouettes
     python docs/objects/make.py pictures WORK [--light ...]
 
 Needs Blender's Python module (pip install -e '.[render]') for `assets` and `render`. The meshes are the sample
@@ -149,6 +150,32 @@ def compare(work: Path, n: int = 512) -> None:
     (HERE / "lights.json").write_text(json.dumps(out, indent=1))
 
 
+def shapes(work: Path, runs: list[str], light: str, n: int = 512) -> None:
+    """Shape learned, run against run on one dataset: for each run's latest checkpoint, the silhouette SWD of n
+    fakes against n reals, the frame the silhouettes cover, and their variety (the per-pixel std of the
+    silhouettes over the set, averaged over the frame: one shape for every sample gives little)."""
+    from gan3d.data.dataset import open_experiment_dataset
+    from gan3d.metrics import conditioning, generate, real_images
+    from gan3d.metrics.swd import swd
+    from gan3d.training.checkpoint import list_checkpoints, load_generator, read_checkpoint
+
+    def variety(images) -> float:
+        return float((silhouettes(images)[:, 0] < 0).float().std(0).mean())
+
+    out = {}
+    for name in runs:
+        ckpt = list_checkpoints(work / "runs" / name)[-1]
+        cfg, kimg = read_checkpoint(ckpt).cfg, read_checkpoint(ckpt).counters.cur_nimg / 1000
+        data = open_experiment_dataset(cfg, str(dataset(work, light)))
+        reals = real_images(data, n, seed=0)
+        fakes = generate(load_generator(ckpt), n, cfg, "cpu", seed=0, pool=conditioning(data))
+        out[name] = {"kimg": kimg, "silhouette_swd": swd(silhouettes(reals), silhouettes(fakes))["swd"],
+                     "coverage": {"reals": contrast(reals)["coverage"], "fakes": contrast(fakes)["coverage"]},
+                     "variety": {"reals": variety(reals), "fakes": variety(fakes)}}
+        print(name, json.dumps(out[name]), flush=True)
+    (HERE / "shapes.json").write_text(json.dumps(out, indent=1))
+
+
 def _real_grids(path: Path, per_class: int = 8) -> None:
     """What the model sees: the first views of each class, as grids beside the samples."""
     import torch
@@ -171,7 +198,7 @@ def _frames(video: Path) -> list:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("assets", "render", "train", "compare", "pictures"))
+    p.add_argument("step", choices=("assets", "render", "train", "compare", "shapes", "pictures"))
     p.add_argument("work", type=Path)
     p.add_argument("--light", default="studio", choices=LIGHTS)
     p.add_argument("overrides", nargs="*")
@@ -179,6 +206,7 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     {"assets": lambda: assets(a.work), "render": lambda: render(a.work, a.light),
      "train": lambda: train(a.work, a.light, a.overrides), "compare": lambda: compare(a.work),
+     "shapes": lambda: shapes(a.work, a.overrides, a.light),
      "pictures": lambda: pictures(a.work, a.light)}[a.step]()
 
 
