@@ -73,6 +73,7 @@ def one_node_ray(_ray_for_the_session):
 RAY_MODULES = ("test_multinode.py", "test_slurm.py")  # each starts Ray clusters of its own
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the tests' ids
 def pytest_collection_modifyitems(items):
     """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers). Every test that starts
     Ray goes to one xdist group, so that under `-n 2 --dist loadgroup` (README's command) one worker runs them in

@@ -152,15 +152,11 @@ def compare(work: Path, n: int = 512) -> None:
 
 def shapes(work: Path, runs: list[str], light: str, n: int = 512) -> None:
     """Shape learned, run against run on one dataset: for each run's latest checkpoint, the silhouette SWD of n
-    fakes against n reals, the frame the silhouettes cover, and their variety (the per-pixel std of the
-    silhouettes over the set, averaged over the frame: one shape for every sample gives little)."""
+    fakes against n reals and the share of the frame the silhouettes cover."""
     from gan3d.data.dataset import open_experiment_dataset
     from gan3d.metrics import conditioning, generate, real_images
     from gan3d.metrics.swd import swd
     from gan3d.training.checkpoint import list_checkpoints, load_generator, read_checkpoint
-
-    def variety(images) -> float:
-        return float((silhouettes(images)[:, 0] < 0).float().std(0).mean())
 
     out = {}
     for name in runs:
@@ -170,14 +166,14 @@ def shapes(work: Path, runs: list[str], light: str, n: int = 512) -> None:
         reals = real_images(data, n, seed=0)
         fakes = generate(load_generator(ckpt), n, cfg, "cpu", seed=0, pool=conditioning(data))
         out[name] = {"kimg": kimg, "silhouette_swd": swd(silhouettes(reals), silhouettes(fakes))["swd"],
-                     "coverage": {"reals": contrast(reals)["coverage"], "fakes": contrast(fakes)["coverage"]},
-                     "variety": {"reals": variety(reals), "fakes": variety(fakes)}}
+                     "coverage": {"reals": contrast(reals)["coverage"], "fakes": contrast(fakes)["coverage"]}}
         print(name, json.dumps(out[name]), flush=True)
     (HERE / "shapes.json").write_text(json.dumps(out, indent=1))
 
 
 def _real_grids(path: Path, per_class: int = 8) -> None:
-    """What the model sees: the first views of each class, as grids beside the samples."""
+    """What the model sees: views spread evenly over each class's images (so over all of its assets), as grids
+    beside the samples."""
     import torch
 
     from gan3d.data import open_dataset
@@ -185,7 +181,8 @@ def _real_grids(path: Path, per_class: int = 8) -> None:
 
     data = open_dataset(str(path), 64, False, True, True, 0)
     for k, cls in enumerate(MESHES):
-        picked = [data[i][0] for i in range(len(data)) if int(data[i][2]) == k][::16][:per_class]
+        mine = [i for i in range(len(data)) if int(data[i][2]) == k]
+        picked = [data[mine[j * len(mine) // per_class]][0] for j in range(per_class)]
         media.save_png(media.image_grid(torch.stack(picked)), HERE / f"reals_{cls}.png")
 
 
