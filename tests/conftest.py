@@ -12,6 +12,8 @@ def pytest_configure(config):
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster Train controller polling
+    # Train's preemption watcher (one more actor process per run) polls for node drains, which no test makes
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # one cache per xdist worker (gw0, gw1, ...): two workers never fill the same entry at once
     os.environ.setdefault("GAN3D_CACHE", f"/tmp/gan3d-test-cache/{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
     # The nodes' own credentials, as a cluster's nodes have them (gan3d forwards no secret to workers): the local S3
@@ -70,18 +72,17 @@ def one_node_ray(_ray_for_the_session):
     return ray
 
 
-RAY_MODULES = ("test_multinode.py", "test_slurm.py")  # each starts Ray clusters of its own
-
-
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the tests' ids
 def pytest_collection_modifyitems(items):
-    """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers). Every test that starts
-    Ray goes to one xdist group, so that under `-n 2 --dist loadgroup` (README's command) one worker runs them in
-    turn on one Ray at a time, while the other runs the rest: the Ray tests mostly wait on process start-ups and
-    leave a core free."""
+    """A test that needs the shared Ray is slow wherever it lives (see pyproject's markers). Under README's
+    `-n 2 --dist loadgroup` the tests on the shared Ray form one xdist group, run in turn by one worker, while the
+    other worker runs the rest, the two-node loopback cluster (a group of its own: it has its own ports, agents
+    included) and the SLURM script's own Ray: the shared-Ray tests mostly wait on process start-ups and leave a
+    core free."""
     for item in items:
         names = getattr(item, "fixturenames", ())
         if "one_node_ray" in names:
             item.add_marker(pytest.mark.slow)
-        if "one_node_ray" in names or "two_node_cluster" in names or item.path.name in RAY_MODULES:
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif "two_node_cluster" in names:
+            item.add_marker(pytest.mark.xdist_group("loopback_cluster"))

@@ -300,8 +300,9 @@ def test_cpu_training_flushes_denormals_that_would_slow_every_op(smoke_cfg):
     """exp() of a density far below zero lands under 1.2e-38; prepare_device makes the CPU treat such values as 0."""
     from gan3d.training.loop import prepare_device
 
-    tiny, threads = torch.tensor([1e-39]), torch.get_num_threads()  # a denormal float32
-    torch.set_flush_denormal(False)
+    threads = torch.get_num_threads()
+    torch.set_flush_denormal(False)  # (an earlier test of this process may have trained)
+    tiny = torch.tensor([1e-39])  # a denormal float32, made while denormals are kept
     assert (tiny * 1.0).item() > 0
     try:
         prepare_device(torch.device("cpu"), smoke_cfg)
