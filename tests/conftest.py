@@ -14,9 +14,6 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # faster Train controller polling
     # Train's preemption watcher (one more actor process per run) polls for node drains, which no test makes
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # Ray runs its workers at nice 15, so beside the other xdist worker's tests (nice 0) the Ray tests' trainers
-    # got a few percent of the CPU; at equal priority the two halves of the suite share the cores
-    os.environ.setdefault("RAY_worker_niceness", "0")
     # one cache per xdist worker (gw0, gw1, ...): two workers never fill the same entry at once
     os.environ.setdefault("GAN3D_CACHE", f"/tmp/gan3d-test-cache/{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
     # The nodes' own credentials, as a cluster's nodes have them (gan3d forwards no secret to workers): the local S3
