@@ -154,7 +154,7 @@ def prepare_device(device: torch.device, cfg: ExperimentConfig) -> None:
         use_cpu_malloc(cfg.training.cpu_malloc)
         # Flush denormals (|x| < 1.2e-38) to zero: empty space's densities far below zero give exp() results that
         # small, and x86 computes with them ~2.5x slower (objects64 at 10 kimg: G's step 1.12 -> 0.46 s, docs/PERF.md).
-        # A value that small changes no result that matters; GPUs train at full speed either way.
+        # A value that small changes no result that matters (the step-parity test passes with it).
         torch.set_flush_denormal(True)
     if device.type == "cuda":  # StyleGAN2-ADA does the same
         torch.backends.cudnn.benchmark = True
